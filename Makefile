@@ -1,0 +1,41 @@
+# Two entry points for newcomers: `make demo` (set up, then run the main job) and `make test`.
+# Both create .venv, install the CPU build of torch first when the machine has no NVIDIA GPU, then halitool.
+
+VENV ?= .venv
+PY := $(VENV)/bin/python
+HALITOOL := $(VENV)/bin/halitool
+TORCH_VERSION ?= 2.13.0
+# Outside this workplace, point pip at PyTorch's CPU wheels: make test TORCH_INDEX=https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?=
+DATA ?= $(CURDIR)/data
+DEMO ?= $(CURDIR)/runs/demo
+
+.PHONY: setup test test-fast demo bench clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then \
+		echo "NVIDIA GPU found: installing torch with CUDA"; $(PY) -m pip install -q "torch==$(TORCH_VERSION)"; \
+	else \
+		echo "no GPU: installing the CPU build of torch $(TORCH_VERSION)"; \
+		$(PY) -m pip install -q "torch==$(TORCH_VERSION)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)); \
+	fi
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+test: setup
+	$(PY) -m pytest -q
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not network and not slow"
+
+demo: setup
+	@mkdir -p $(DEMO)
+	$(HALITOOL) data fetch mnist --root $(DATA)/mnist
+	$(HALITOOL) data info mnist:$(DATA)/mnist --format table
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

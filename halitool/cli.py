@@ -1,0 +1,121 @@
+"""The ``halitool`` command line: the Click group, global options, and the one place errors become exit codes."""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import traceback
+
+import click
+
+from halitool import __version__
+from halitool.commands.common import AppContext
+from halitool.console import make_console
+from halitool.errors import ExitCode, HalitoolError
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "HALITOOL", "show_default": True}
+
+
+def versions() -> dict[str, str]:
+    """halitool and the versions of the libraries whose behaviour its results depend on."""
+    import h5py
+    import sklearn
+    import torch
+
+    cuda = torch.version.cuda or "none"
+    if torch.cuda.is_available():
+        cuda += f" ({torch.cuda.get_device_name(0)})"
+    return {
+        "halitool": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": cuda,
+        "h5py": h5py.version.version,
+        "hdf5": h5py.version.hdf5_version,
+        "scikit-learn": sklearn.__version__,
+    }
+
+
+def _print_version(ctx: click.Context, _param, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    for name, version in versions().items():
+        click.echo(f"{name} {version}")
+    ctx.exit()
+
+
+@click.group(context_settings=CONTEXT_SETTINGS)
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
+              help="Show the versions of halitool, Python, torch (CUDA), h5py/HDF5, scikit-learn.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress or logs on stderr (data and errors still appear).")
+@click.option("-v", "--verbose", is_flag=True, help="More logs; a traceback with errors.")
+@click.option("--color/--no-color", default=None, help="Colour on stderr [default: on a terminal, off with NO_COLOR].")
+@click.pass_context
+def cli(ctx: click.Context, quiet: bool, verbose: bool, color: bool | None):
+    """Train, inspect and evaluate hierarchical adversarially learned inference (HALI) models.
+
+    Data goes to stdout; tables, logs and progress go to stderr. Every option can also be set as an
+    environment variable HALITOOL_<COMMAND>_<OPTION> (for example HALITOOL_EXTRACT_BATCH_SIZE).
+
+    \b
+    Examples:
+      halitool data fetch mnist
+      halitool info hali-mnist
+      halitool extract hali-mnist --data mnist -o features.h5
+      halitool semisup --labels 100
+    """
+    ctx.obj = AppContext(console=make_console(color=color, quiet=quiet, verbose=verbose), verbose=verbose, quiet=quiet)
+
+
+def _register_commands() -> None:
+    from halitool.commands.data import data_group
+
+    cli.add_command(data_group)
+
+
+_register_commands()
+
+
+def _wants_traceback(argv: list[str]) -> bool:
+    ctx_obj = getattr(click.get_current_context(silent=True), "obj", None)
+    if isinstance(ctx_obj, AppContext):
+        return ctx_obj.verbose
+    flags = {"-v", "--verbose"}
+    return any(a in flags for a in argv) or os.environ.get("HALITOOL_VERBOSE", "").lower() in ("1", "true", "yes")
+
+
+def _error(message: str) -> None:
+    # A plain write, not the rich console: one unwrapped line whatever the terminal width.
+    click.echo(f"{click.style('Error:', fg='red', bold=True)} {message}", err=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the CLI and map every failure to its documented exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        code = cli.main(args=argv, prog_name="halitool", standalone_mode=False)
+        sys.exit(code if isinstance(code, int) else ExitCode.OK)
+    except HalitoolError as exc:
+        if _wants_traceback(argv):
+            traceback.print_exc()
+        _error(str(exc))
+        sys.exit(exc.exit_code)
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        _error("interrupted")
+        sys.exit(ExitCode.INTERRUPTED)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:  # usage errors: Click's own one-line message, exit 2
+        exc.show()
+        sys.exit(exc.exit_code)
+    except BrokenPipeError:
+        # The reader of our stdout went away (`| head`): not our failure. Silence the final flush.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(ExitCode.FAILURE)
+    except Exception as exc:  # noqa: BLE001  anything unforeseen: one line, traceback only with -v
+        if _wants_traceback(argv):
+            traceback.print_exc()
+        _error(f"{type(exc).__name__}: {exc}" + ("" if _wants_traceback(argv) else " (run with -v for a traceback)"))
+        sys.exit(ExitCode.FAILURE)

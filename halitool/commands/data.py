@@ -1,0 +1,88 @@
+"""``halitool data fetch`` and ``halitool data info``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from halitool.commands.common import app, output_options
+from halitool.data import default_root, open_dataset
+from halitool.report import emit
+
+
+@click.group("data")
+def data_group():
+    """Obtain and describe data sets (SPEC: mnist[:DIR], celeba:DIR, folder:DIR)."""
+
+
+@data_group.command("fetch")
+@click.argument("name", type=click.Choice(["mnist"]))
+@click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder for the files [default: $HALITOOL_DATA/mnist or ~/.cache/halitool/mnist].")
+def fetch(name: str, root: Path | None):
+    """Obtain MNIST as the four official IDX files, verify their MD5s, print the folder.
+
+    \b
+    Examples:
+      halitool data fetch mnist
+      halitool data fetch mnist --root ./data/mnist
+    """
+    from halitool.data.fetch import fetch_mnist
+
+    console = app().console
+    with console.status(f"fetching {name}"):
+        folder = fetch_mnist(root or default_root(name), console)
+    click.echo(str(folder.resolve()))
+
+
+def dataset_summary(spec: str) -> dict:
+    ds = open_dataset(spec)
+    attributes = []
+    if ds.attributes is not None and len(ds):
+        rates = ds.attributes.mean(axis=0)
+        attributes = [{"name": n, "positive_rate": float(r)} for n, r in zip(ds.attribute_names, rates)]
+    classes = None
+    if ds.labels is not None:
+        counts = {name: int((ds.labels == i).sum()) for i, name in enumerate(ds.class_names or [])}
+        classes = {"count": len(counts), "names": list(counts), "samples_per_class": counts}
+    return {
+        "kind": ds.kind,
+        "root": str(ds.root.resolve()),
+        "n_samples": len(ds),
+        "splits": ds.split_counts(),
+        "image_shape": list(ds.image_shape),
+        "classes": classes,
+        "attributes": attributes,
+        "preprocessing": ds.preprocessing,
+    }
+
+
+def _info_table(result: dict) -> Table:
+    table = Table(title=f"{result['kind']} data set at {result['root']}", title_justify="left")
+    table.add_column("property", style="bold")
+    table.add_column("value")
+    table.add_row("samples", str(result["n_samples"]))
+    table.add_row("splits", ", ".join(f"{k} {v}" for k, v in result["splits"].items()))
+    table.add_row("image shape (C, H, W)", str(tuple(result["image_shape"])))
+    if result["classes"]:
+        table.add_row("classes", str(result["classes"]["count"]))
+    for attr in result["attributes"]:
+        table.add_row(f"attribute {attr['name']}", f"{attr['positive_rate']:.3f} positive")
+    return table
+
+
+@data_group.command("info")
+@click.argument("spec")
+@output_options
+def info(spec: str, fmt: str | None, output: str | None):
+    """What a data set holds: samples per split, image shape, classes, attributes.
+
+    \b
+    Examples:
+      halitool data info mnist
+      halitool data info celeba:/data/celeba --format json
+    """
+    result = dataset_summary(spec)
+    emit(result, command="data info", fmt=fmt, output=output, console=app().console, table=_info_table)

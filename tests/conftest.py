@@ -1,0 +1,72 @@
+"""Fixtures that write small data sets in the real on-disk layouts."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from halitool.data.idx import encode_idx
+
+
+def digit_like_images(labels: np.ndarray, rng: np.random.Generator, size: int = 28) -> np.ndarray:
+    """uint8 images whose class is visible: a bright bar whose position and angle depend on the label."""
+    n = len(labels)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    images = np.zeros((n, size, size), dtype=np.float32)
+    for i, label in enumerate(labels):
+        angle = np.pi * label / 10 + rng.normal(0, 0.05)
+        cx, cy = size / 2 + rng.normal(0, 1), size / 2 + rng.normal(0, 1)
+        dist = np.abs((xx - cx) * np.sin(angle) - (yy - cy) * np.cos(angle))
+        along = np.abs((xx - cx) * np.cos(angle) + (yy - cy) * np.sin(angle))
+        images[i] = np.clip(2.0 - dist, 0, 1) * (along < 4 + label * 0.8)
+    return (images * 255).astype(np.uint8)
+
+
+def write_mnist(root: Path, n_train: int = 200, n_test: int = 50, gz: bool = False, seed: int = 0) -> Path:
+    """Four IDX files in MNIST's layout with digit-like, class-dependent images."""
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        labels = (np.arange(n) % 10).astype(np.uint8)
+        rng.shuffle(labels)
+        images = digit_like_images(labels, rng)
+        for kind, array in (("images-idx3", images), ("labels-idx1", labels)):
+            data = encode_idx(array)
+            name = f"{prefix}-{kind}-ubyte"
+            if gz:
+                (root / f"{name}.gz").write_bytes(gzip.compress(data))
+            else:
+                (root / name).write_bytes(data)
+    return root
+
+
+@pytest.fixture
+def mnist_dir(tmp_path) -> Path:
+    return write_mnist(tmp_path / "mnist")
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+def run_cli(args: list[str], env: dict | None = None):
+    """Run ``halitool`` in-process through its real entry point; returns (exit code, stdout, stderr)."""
+    import io
+    import sys
+    from contextlib import redirect_stderr, redirect_stdout
+
+    from halitool.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    with redirect_stdout(out), redirect_stderr(err):
+        try:
+            main(args)
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+    return code, out.getvalue(), err.getvalue()
