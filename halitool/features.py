@@ -1,0 +1,339 @@
+"""The features file (HDF5 schema v1): the only code that knows its layout.
+
+```
+/                       attrs: format, format_version, complete, provenance (see PROVENANCE_KEYS)
+/index/sample_id        int64 [N]
+/index/filename         utf-8 string [N]      (where the data set has files)
+/index/split            int8 [N]              0 train, 1 valid, 2 test; attrs names
+/labels/class           int64 [N]             (where the data set has classes); attrs names
+/labels/attributes      int8 [N, A]           0/1; attrs names
+/levels/<name>/mean     float32 [N, D]        attrs shape = the level's original shape
+/levels/<name>/logvar   float32 [N, D]        (optional)
+```
+Writers preallocate every dataset, chunked along N, and fill it one slab per batch; readers refuse files that
+are not complete. Provenance values that are not plain strings or numbers are stored as JSON strings.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import h5py
+import numpy as np
+
+from halitool.data.base import SPLIT_NAMES, SPLITS
+from halitool.errors import BadInputError
+
+FORMAT = "halitool-features"
+FORMAT_VERSION = 1
+# Root attributes stored as JSON text (everything else is a plain string, number or bool).
+JSON_ATTRS = ("model_config", "preprocessing", "splits", "library_versions")
+PROVENANCE_KEYS = (
+    "halitool_version", "checkpoint_sha256", "checkpoint_name", "model_config", "preprocessing", "dataset",
+    "dataset_root", "splits", "latent", "seed", "created_utc", "command", "library_versions",
+)
+CHUNK_BYTES = 256 * 1024  # inside the 10 KiB - 1 MiB band that suits row-slab writes and row-range reads
+
+
+def chunk_rows(n: int, row_bytes: int) -> int:
+    return int(max(1, min(n, CHUNK_BYTES // max(1, row_bytes))))
+
+
+def _attr_value(key: str, value):
+    if key in JSON_ATTRS or isinstance(value, (dict, list, tuple)):
+        return json.dumps(value)
+    if value is None:
+        return ""
+    return value
+
+
+@dataclass
+class LevelLayout:
+    """What a level holds: its original shape (flattened on disk to D = prod(shape))."""
+
+    name: str
+    shape: tuple[int, ...]
+
+    @property
+    def dim(self) -> int:
+        return int(np.prod(self.shape))
+
+
+class FeaturesWriter:
+    """Create a schema-v1 file with every dataset preallocated; fill it with :meth:`write` slabs."""
+
+    def __init__(self, h5: h5py.File):
+        self.h5 = h5
+
+    @classmethod
+    def create(
+        cls,
+        path: Path,
+        *,
+        levels: Sequence[LevelLayout],
+        split: np.ndarray,
+        sample_ids: np.ndarray,
+        provenance: Mapping,
+        with_logvar: bool = False,
+        filenames: Sequence[str] | None = None,
+        labels: np.ndarray | None = None,
+        class_names: Sequence[str] | None = None,
+        attributes: np.ndarray | None = None,
+        attribute_names: Sequence[str] = (),
+    ) -> "FeaturesWriter":
+        n = len(split)
+        h5 = h5py.File(path, "w")
+        try:
+            h5.attrs["format"] = FORMAT
+            h5.attrs["format_version"] = FORMAT_VERSION
+            h5.attrs["complete"] = False
+            for key, value in provenance.items():
+                h5.attrs[key] = _attr_value(key, value)
+            index = h5.create_group("index")
+            index.create_dataset("sample_id", data=np.asarray(sample_ids, dtype=np.int64))
+            ds_split = index.create_dataset("split", data=np.asarray(split, dtype=np.int8))
+            ds_split.attrs["names"] = [SPLIT_NAMES[i] for i in sorted(SPLIT_NAMES)]
+            if filenames is not None:
+                index.create_dataset("filename", data=list(filenames), dtype=h5py.string_dtype("utf-8"))
+            group = h5.create_group("labels")
+            if labels is not None:
+                ds_class = group.create_dataset("class", data=np.asarray(labels, dtype=np.int64))
+                ds_class.attrs["names"] = list(class_names or [])
+            if attributes is not None:
+                ds_attr = group.create_dataset("attributes", data=np.asarray(attributes, dtype=np.int8))
+                ds_attr.attrs["names"] = list(attribute_names)
+            group = h5.create_group("levels")
+            for level in levels:
+                lg = group.create_group(level.name)
+                lg.attrs["shape"] = list(level.shape)
+                kinds = ("mean", "logvar") if with_logvar else ("mean",)
+                for kind in kinds:
+                    lg.create_dataset(
+                        kind, shape=(n, level.dim), dtype=np.float32,
+                        chunks=(chunk_rows(n, level.dim * 4), level.dim) if n else None,
+                    )
+        except BaseException:
+            h5.close()
+            raise
+        return cls(h5)
+
+    def write(self, start: int, means: Mapping[str, np.ndarray], logvars: Mapping[str, np.ndarray] | None = None):
+        """Write rows ``start:start+n`` of every level given (arrays [n, ...], flattened here)."""
+        for kind, arrays in (("mean", means), ("logvar", logvars or {})):
+            for name, array in arrays.items():
+                array = np.asarray(array, dtype=np.float32).reshape(len(array), -1)
+                self.h5[f"levels/{name}/{kind}"][start : start + len(array)] = array
+
+    def finish(self) -> None:
+        self.h5.attrs["complete"] = True
+        self.h5.flush()
+
+    def close(self) -> None:
+        self.h5.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def write_features(
+    path: Path,
+    levels: Mapping[str, np.ndarray],
+    split: np.ndarray,
+    *,
+    labels: np.ndarray | None = None,
+    attributes: np.ndarray | None = None,
+    attribute_names: Sequence[str] = (),
+    sample_ids: np.ndarray | None = None,
+    provenance: Mapping | None = None,
+) -> Path:
+    """Write in-memory arrays as a complete schema-v1 file (for tests and for features from other tools)."""
+    layouts = [LevelLayout(name, tuple(np.asarray(a).shape[1:])) for name, a in levels.items()]
+    n = len(split)
+    class_names = [str(c) for c in range(int(np.max(labels)) + 1)] if labels is not None and n else None
+    with FeaturesWriter.create(
+        path, levels=layouts, split=split,
+        sample_ids=np.arange(n) if sample_ids is None else sample_ids,
+        provenance=provenance or {}, labels=labels, class_names=class_names,
+        attributes=attributes, attribute_names=attribute_names,
+    ) as writer:
+        writer.write(0, levels)
+        writer.finish()
+    return Path(path)
+
+
+class FeaturesFile:
+    """A validated, read-only view of a features file. Use :func:`open_features`."""
+
+    def __init__(self, path: Path, h5: h5py.File):
+        self.path = path
+        self.h5 = h5
+
+    # provenance ---------------------------------------------------------------------------------
+    @property
+    def attrs(self) -> dict:
+        out = {}
+        for key, value in self.h5.attrs.items():
+            if isinstance(value, np.generic):
+                value = value.item()
+            if isinstance(value, np.ndarray):
+                value = value.tolist()
+            if key in JSON_ATTRS and isinstance(value, str) and value:
+                value = json.loads(value)
+            out[key] = value
+        return out
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.h5.attrs.get("complete", False))
+
+    # rows ---------------------------------------------------------------------------------------
+    @property
+    def n_samples(self) -> int:
+        return int(self.h5["index/split"].shape[0])
+
+    @property
+    def split(self) -> np.ndarray:
+        return self.h5["index/split"][()]
+
+    @property
+    def sample_ids(self) -> np.ndarray:
+        return self.h5["index/sample_id"][()]
+
+    @property
+    def filenames(self) -> list[str] | None:
+        if "index/filename" not in self.h5:
+            return None
+        return [f.decode() if isinstance(f, bytes) else f for f in self.h5["index/filename"][()]]
+
+    def rows(self, split: str) -> np.ndarray:
+        """Row indices of ``train``/``valid``/``test`` (or ``all``)."""
+        if split == "all":
+            return np.arange(self.n_samples)
+        return np.flatnonzero(self.split == SPLITS[split])
+
+    def split_counts(self) -> dict[str, int]:
+        split = self.split
+        return {name: int((split == code).sum()) for name, code in SPLITS.items()}
+
+    # labels -------------------------------------------------------------------------------------
+    @property
+    def labels(self) -> np.ndarray | None:
+        return self.h5["labels/class"][()] if "labels/class" in self.h5 else None
+
+    @property
+    def class_names(self) -> list[str] | None:
+        if "labels/class" not in self.h5:
+            return None
+        return [str(n) for n in self.h5["labels/class"].attrs.get("names", [])]
+
+    @property
+    def attributes(self) -> np.ndarray | None:
+        return self.h5["labels/attributes"][()] if "labels/attributes" in self.h5 else None
+
+    @property
+    def attribute_names(self) -> list[str]:
+        if "labels/attributes" not in self.h5:
+            return []
+        return [str(n) for n in self.h5["labels/attributes"].attrs["names"]]
+
+    # levels -------------------------------------------------------------------------------------
+    @property
+    def levels(self) -> list[str]:
+        return sorted(self.h5["levels"].keys(), key=_level_order)
+
+    def level_shape(self, name: str) -> tuple[int, ...]:
+        self._check_level(name)
+        return tuple(int(s) for s in self.h5[f"levels/{name}"].attrs["shape"])
+
+    def level_dim(self, name: str) -> int:
+        self._check_level(name)
+        return int(self.h5[f"levels/{name}/mean"].shape[1])
+
+    def has_logvar(self, name: str) -> bool:
+        return f"levels/{name}/logvar" in self.h5
+
+    def read_level(self, name: str, rows: np.ndarray | None = None, kind: str = "mean",
+                   check_finite: bool = True) -> np.ndarray:
+        """float32 ``[n, D]`` of one level (all rows, or the given sorted row indices)."""
+        self._check_level(name)
+        key = f"levels/{name}/{kind}"
+        if key not in self.h5:
+            raise BadInputError(f"{self.path}: level {name} has no {kind!r} dataset")
+        data = self.h5[key][()] if rows is None else self.h5[key][np.asarray(rows)]
+        if check_finite and not np.isfinite(data).all():
+            bad = int((~np.isfinite(data)).any(axis=1).sum())
+            raise BadInputError(f"{self.path}: level {name} has NaN or inf values in {bad} rows")
+        return data
+
+    def _check_level(self, name: str) -> None:
+        if f"levels/{name}" not in self.h5:
+            raise BadInputError(f"{self.path}: no level {name!r}; the file has {', '.join(self.levels) or 'none'}")
+
+    def close(self) -> None:
+        self.h5.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _level_order(name: str):
+    return (0, int(name[1:])) if name[:1] == "z" and name[1:].isdigit() else (1, name)
+
+
+def open_features(path: Path, allow_incomplete: bool = False) -> FeaturesFile:
+    """Open and validate a features file; anything that is not a complete schema-v1 file is BadInputError."""
+    path = Path(path)
+    if not path.exists():
+        raise BadInputError(f"{path}: features file not found")
+    try:
+        h5 = h5py.File(path, "r")
+    except OSError as exc:
+        raise BadInputError(f"{path}: not a readable HDF5 file ({exc.__class__.__name__})") from None
+    try:
+        _validate(path, h5, allow_incomplete)
+    except BaseException:
+        h5.close()
+        raise
+    return FeaturesFile(path, h5)
+
+
+def _validate(path: Path, h5: h5py.File, allow_incomplete: bool) -> None:
+    fmt = h5.attrs.get("format")
+    if isinstance(fmt, bytes):
+        fmt = fmt.decode()
+    if fmt != FORMAT:
+        raise BadInputError(f"{path}: not a halitool features file (format attribute {fmt!r})")
+    version = h5.attrs.get("format_version")
+    version = version.item() if isinstance(version, np.generic) else version
+    if version != FORMAT_VERSION:
+        raise BadInputError(f"{path}: features format version {version!r} is not supported (this halitool reads {FORMAT_VERSION})")
+    if not allow_incomplete and not bool(h5.attrs.get("complete", False)):
+        raise BadInputError(f"{path}: incomplete features file (an interrupted extract; finish it with `halitool extract --resume`)")
+    for key in ("index/split", "index/sample_id", "levels"):
+        if key not in h5:
+            raise BadInputError(f"{path}: missing {key}")
+    n = h5["index/split"].shape[0]
+    for name in h5["levels"]:
+        group = h5[f"levels/{name}"]
+        if "mean" not in group or "shape" not in group.attrs:
+            raise BadInputError(f"{path}: level {name} lacks its mean dataset or shape attribute")
+        mean = group["mean"]
+        if mean.ndim != 2 or mean.shape[0] != n or mean.shape[1] != int(np.prod(group.attrs["shape"])):
+            raise BadInputError(f"{path}: level {name} has shape {mean.shape}, expected ({n}, prod{tuple(group.attrs['shape'])})")
+    for key in ("index/sample_id", "labels/class", "labels/attributes", "index/filename"):
+        if key in h5 and h5[key].shape[0] != n:
+            raise BadInputError(f"{path}: {key} has {h5[key].shape[0]} rows, the index has {n}")
+    if "labels/attributes" in h5:
+        attr = h5["labels/attributes"]
+        names = attr.attrs.get("names")
+        if attr.ndim != 2 or names is None or len(names) != attr.shape[1]:
+            raise BadInputError(f"{path}: labels/attributes lacks one name per column")
