@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from halitool.data.attributes import digit_attributes
 from halitool.data.base import SPLITS, Dataset, register_reader
 from halitool.data.idx import read_idx
 from halitool.errors import BadInputError
@@ -45,7 +46,11 @@ def read_split(root: Path, prefix: str) -> tuple[np.ndarray, np.ndarray]:
 
 @register_reader("mnist")
 def open_mnist(root: Path) -> Dataset:
-    """Train (split 0) then test (split 2); sample ids 0..N_train-1 then N_train.. for test."""
+    """Train (split 0) then test (split 2); sample ids 0..N_train-1 then N_train.. for test.
+
+    The attribute table holds measured shape properties and class-derived properties of each digit
+    (:func:`halitool.data.attributes.digit_attributes`; docs/attributes.md).
+    """
     train_x, train_y = read_split(root, SPLIT_PREFIX["train"])
     test_x, test_y = read_split(root, SPLIT_PREFIX["test"])
     if train_x.shape[1:] != test_x.shape[1:]:
@@ -56,6 +61,7 @@ def open_mnist(root: Path) -> Dataset:
         [np.full(len(train_x), SPLITS["train"]), np.full(len(test_x), SPLITS["test"])]
     ).astype(np.int8)
     n_classes = int(labels.max()) + 1 if len(labels) else 0
+    attributes, attribute_names = digit_attributes(images[:, 0], labels, split)
     return Dataset(
         kind="mnist",
         root=root,
@@ -65,5 +71,7 @@ def open_mnist(root: Path) -> Dataset:
         loader=lambda idx: images[idx],
         labels=labels,
         class_names=[str(c) for c in range(n_classes)],
+        attributes=attributes,
+        attribute_names=attribute_names,
         preprocessing={"source": "idx", "channels": 1, "size": list(images.shape[2:]), "value_range": [0, 255]},
     )
