@@ -70,3 +70,27 @@ def run_cli(args: list[str], env: dict | None = None):
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else 1
     return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture
+def celeba_dir(tmp_path) -> Path:
+    """A CelebA tree in the official txt layout (10 JPEGs; tests/datasets.py: celeba_truth(10))."""
+    from datasets import write_celeba
+
+    return write_celeba(tmp_path / "celeba", n=10, variant="txt")
+
+
+@pytest.fixture
+def celeba_csv_dir(tmp_path) -> Path:
+    """The same CelebA tree in the CSV redistribution's layout (nested image folder)."""
+    from datasets import write_celeba
+
+    return write_celeba(tmp_path / "celeba_csv", n=10, variant="csv")
+
+
+@pytest.fixture
+def image_folder_dir(tmp_path) -> Path:
+    """Six solid-colour 40x30 images with attributes.csv (tests/datasets.py: folder_truth(6))."""
+    from datasets import write_image_folder
+
+    return write_image_folder(tmp_path / "images", n=6)
