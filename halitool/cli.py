@@ -72,6 +72,12 @@ def _register_commands() -> None:
     from halitool.commands.data import data_group
 
     cli.add_command(data_group)
+    from halitool.commands.train import train_command
+
+    cli.add_command(train_command)
+    from halitool.commands.info import info_command
+
+    cli.add_command(info_command)
 
 
 _register_commands()

@@ -1,0 +1,197 @@
+"""Checkpoint format v1: one safetensors file with every model tensor and string metadata.
+
+Metadata keys: ``format`` = ``halitool-checkpoint``, ``format_version`` = ``1``, ``config`` (JSON of
+:class:`ModelConfig`), ``levels`` (JSON {name: shape}, checked against the rebuilt model), ``preprocessing``,
+``training`` and ``metrics`` (JSON objects). Loading rebuilds the model from ``config`` alone and loads the
+tensors strictly. Plain PyTorch state dicts (``.pt``) are read only through ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from halitool.errors import BadInputError
+from halitool.fileio import atomic_path, require_file, sha256_file
+from halitool.models import HALI, ModelConfig, build_model
+
+FORMAT = "halitool-checkpoint"
+FORMAT_VERSION = "1"
+SUFFIX = ".safetensors"
+PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
+
+
+@dataclass
+class LoadedCheckpoint:
+    model: HALI
+    config: ModelConfig
+    path: Path
+    sha256: str
+    preprocessing: dict = field(default_factory=dict)
+    training: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+
+
+def level_shapes_json(model: HALI) -> dict[str, list[int]]:
+    return {name: list(shape) for name, shape in model.level_shapes.items()}
+
+
+def save_checkpoint(path: Path, model: HALI, *, preprocessing: dict, training: dict, metrics: dict) -> Path:
+    """Write ``model`` and its provenance to ``path`` atomically (replacing an existing file)."""
+    from safetensors.torch import save
+
+    path = Path(path)
+    tensors = {name: t.detach().to("cpu", copy=True).contiguous() for name, t in model.state_dict().items()}
+    metadata = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "config": json.dumps(model.config.to_dict()),
+        "levels": json.dumps(level_shapes_json(model)),
+        "preprocessing": json.dumps(preprocessing),
+        "training": json.dumps(training),
+        "metrics": json.dumps(metrics),
+    }
+    # Bytes written into the prepared temporary file keep its permissions (save_file would recreate it 0600).
+    with atomic_path(path, check=False) as tmp:
+        tmp.write_bytes(save(tensors, metadata=metadata))
+    return path
+
+
+def resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:
+    """A path passes through; a bare name (``hali-mnist``) is looked up in $HALITOOL_PRETRAINED, then pretrained/."""
+    text = str(name_or_path)
+    path = Path(text).expanduser()
+    if path.exists() or os.sep in text or path.suffix in (SUFFIX, ".pt", ".pth"):
+        return path
+    places = [Path(p).expanduser() for p in [os.environ.get("HALITOOL_PRETRAINED")] if p] + [PRETRAINED_DIR]
+    for folder in places:
+        candidate = folder / f"{text}{SUFFIX}"
+        if candidate.is_file():
+            return candidate
+    raise BadInputError(
+        f"{text}: no such checkpoint file, and no shipped model of that name in {', '.join(map(str, places))}"
+    )
+
+
+def _json_field(path: Path, metadata: dict, key: str, required: bool = True) -> dict:
+    if key not in metadata:
+        if required:
+            raise BadInputError(f"{path}: checkpoint metadata has no {key!r}")
+        return {}
+    try:
+        value = json.loads(metadata[key])
+    except json.JSONDecodeError as exc:
+        raise BadInputError(f"{path}: checkpoint metadata {key!r} is not valid JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise BadInputError(f"{path}: checkpoint metadata {key!r} is not a JSON object")
+    return value
+
+
+def _config(path: Path, d: dict) -> ModelConfig:
+    try:
+        return ModelConfig.from_dict(d)
+    except BadInputError as exc:
+        raise BadInputError(f"{path}: {exc}") from None
+
+
+def load_state_strict(path: Path, model: HALI, tensors: dict[str, torch.Tensor]) -> None:
+    """Load ``tensors`` into ``model``; any missing, unexpected or wrongly shaped name is a BadInputError."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    shapes = sorted(
+        f"{k} {tuple(tensors[k].shape)} != {tuple(expected[k].shape)}"
+        for k in set(expected) & set(tensors)
+        if tensors[k].shape != expected[k].shape
+    )
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"missing: {', '.join(missing)}")
+        if unexpected:
+            parts.append(f"unexpected: {', '.join(unexpected)}")
+        if shapes:
+            parts.append(f"wrong shape: {', '.join(shapes)}")
+        raise BadInputError(
+            f"{path}: tensors do not match architecture {model.config.arch!r} with {model.config.levels} levels; "
+            + "; ".join(parts)
+        )
+    model.load_state_dict(tensors, strict=True)
+
+
+def _read_safetensors(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            metadata = f.metadata() or {}
+            tensors = {name: f.get_tensor(name) for name in f.keys()}
+    except Exception as exc:  # noqa: BLE001  safetensors raises several types for corrupt or truncated files
+        raise BadInputError(f"{path}: not a readable safetensors file (corrupt or truncated?): {exc}") from None
+    return metadata, tensors
+
+
+def _read_pt(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    """A ``.pt`` file: ``{"config": {...}, "state_dict": {...}}`` or a bare state dict; never full unpickling."""
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001  weights_only refuses arbitrary objects with several error types
+        raise BadInputError(
+            f"{path}: refused: not a plain PyTorch state dict (torch.load with weights_only=True failed: "
+            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+        ) from None
+    if not isinstance(obj, dict):
+        raise BadInputError(f"{path}: a .pt checkpoint must hold a dict, not {type(obj).__name__}")
+    metadata: dict = {}
+    if "state_dict" in obj:
+        if "config" in obj:
+            metadata["config"] = json.dumps(obj["config"])
+        obj = obj["state_dict"]
+    tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if len(tensors) != len(obj):
+        raise BadInputError(f"{path}: the state dict holds values that are not tensors")
+    return metadata, tensors
+
+
+def load_checkpoint(name_or_path: str | os.PathLike, device: str | torch.device = "cpu",
+                    config: ModelConfig | None = None) -> LoadedCheckpoint:
+    """Load a checkpoint (path or shipped name) into a model in eval mode on ``device``.
+
+    ``config`` is needed only for a bare ``.pt`` state dict, which carries none.
+    """
+    path = require_file(resolve_checkpoint(name_or_path), "checkpoint")
+    if path.suffix in (".pt", ".pth"):
+        metadata, tensors = _read_pt(path)
+        if config is None:
+            if "config" not in metadata:
+                raise BadInputError(f"{path}: a bare .pt state dict carries no model config; save it as "
+                                    "{'config': {...}, 'state_dict': {...}} or convert it to a halitool checkpoint")
+            config = _config(path, _json_field(path, metadata, "config"))
+    else:
+        metadata, tensors = _read_safetensors(path)
+        if metadata.get("format") != FORMAT:
+            raise BadInputError(f"{path}: not a halitool checkpoint (metadata format is {metadata.get('format')!r})")
+        if metadata.get("format_version") != FORMAT_VERSION:
+            raise BadInputError(f"{path}: checkpoint format version {metadata.get('format_version')!r} is not "
+                                f"supported (this halitool reads version {FORMAT_VERSION})")
+        config = _config(path, _json_field(path, metadata, "config"))
+    model = build_model(config)
+    recorded = _json_field(path, metadata, "levels", required=False)
+    if recorded and recorded != level_shapes_json(model):
+        raise BadInputError(f"{path}: recorded level shapes {recorded} differ from those of the rebuilt model "
+                            f"{level_shapes_json(model)}")
+    load_state_strict(path, model, tensors)
+    model.to(device).eval()
+    return LoadedCheckpoint(
+        model=model,
+        config=config,
+        path=path,
+        sha256=sha256_file(path),
+        preprocessing=_json_field(path, metadata, "preprocessing", required=False),
+        training=_json_field(path, metadata, "training", required=False),
+        metrics=_json_field(path, metadata, "metrics", required=False),
+    )

@@ -1,0 +1,74 @@
+"""``halitool info``."""
+
+from __future__ import annotations
+
+import click
+from rich.table import Table
+
+from halitool.commands.common import app, output_options
+from halitool.report import emit
+
+
+def checkpoint_summary(name_or_path: str) -> dict:
+    """What a checkpoint is: config, level shapes, parameter counts, provenance, metrics, hash."""
+    from halitool.checkpoint import load_checkpoint
+
+    loaded = load_checkpoint(name_or_path)
+    model = loaded.model
+    return {
+        "path": str(loaded.path.resolve()),
+        "sha256": loaded.sha256,
+        "config": loaded.config.to_dict(),
+        "architecture": model.arch.description,
+        "image_shape": list(model.image_shape),
+        "levels": {name: list(shape) for name, shape in model.level_shapes.items()},
+        "parameters": model.parameter_counts(),
+        "preprocessing": loaded.preprocessing,
+        "training": loaded.training,
+        "metrics": loaded.metrics,
+    }
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {_fmt(v)}" for k, v in value.items())
+    if isinstance(value, list):
+        return "x".join(map(str, value)) if all(isinstance(v, int) for v in value) else str(value)
+    return str(value)
+
+
+def _table(result: dict) -> Table:
+    table = Table(title=f"checkpoint {result['path']}", show_header=False, title_justify="left")
+    table.add_column("key", style="bold")
+    table.add_column("value", overflow="fold")
+    cfg = result["config"]
+    table.add_row("architecture", f"{cfg['arch']}: {result['architecture']}")
+    table.add_row("image (C, H, W)", _fmt(result["image_shape"]))
+    for name, shape in result["levels"].items():
+        table.add_row(f"level {name}", _fmt(shape))
+    table.add_row("config", _fmt(cfg))
+    table.add_row("parameters", ", ".join(f"{k} {v:,}" for k, v in result["parameters"].items()))
+    for key, value in result["training"].items():
+        table.add_row(f"training {key}", _fmt(value))
+    for key, value in result["metrics"].items():
+        table.add_row(f"metric {key}", _fmt(value))
+    table.add_row("sha256", result["sha256"])
+    return table
+
+
+@click.command("info")
+@click.argument("checkpoint")
+@output_options
+def info_command(checkpoint: str, fmt: str | None, output: str | None):
+    """What a checkpoint is: architecture, levels and shapes, parameters, training provenance, metrics, hash.
+
+    CHECKPOINT is a path or the name of a shipped model (hali-mnist -> pretrained/hali-mnist.safetensors).
+
+    \b
+    Examples:
+      halitool info hali-mnist
+      halitool info runs/mnist/model.safetensors --format json
+    """
+    emit(checkpoint_summary(checkpoint), command="info", fmt=fmt, output=output, console=app().console, table=_table)

@@ -1,0 +1,148 @@
+"""Model configuration (a frozen dataclass that travels inside checkpoints) and the architecture registry."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+
+from halitool.errors import BadInputError
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """The widths and shapes of one named HALI architecture.
+
+    The image (C, H, W) goes through stride-2 4x4 convolutions of ``x_widths`` (each halves H and W) to a
+    spatial ``z1`` of ``z1_channels`` x H/2^k x W/2^k. Every later level is a vector: ``q(z2|z1)`` convolves
+    ``z1`` down with stride-2 4x4 convolutions of ``down_widths`` and one "valid" convolution over what is
+    left to a ``hidden`` wide vector; ``q(z_l|z_l-1)`` for l > 2 is a pair of 1x1 layers of ``hidden``.
+    Decoders mirror their encoders with transposed convolutions. The discriminator mirrors the x encoder
+    (``x_widths``), joins z1 and convolves down (``d_z1_widths`` then ``down_widths``, then one valid
+    convolution to ``d_hidden``), joins every vector level through its own two 1x1 layers of ``d_hidden``,
+    and ends in 1x1 layers of ``d_hidden`` and one logit.
+    """
+
+    name: str
+    image_shape: tuple[int, int, int]
+    x_widths: tuple[int, ...]
+    z1_channels: int
+    down_widths: tuple[int, ...]
+    hidden: int
+    z_dims: tuple[int, ...]  # sizes of the vector levels z2, z3, ...
+    d_z1_widths: tuple[int, ...]
+    d_hidden: int
+    description: str = ""
+
+    @property
+    def max_levels(self) -> int:
+        return 1 + len(self.z_dims)
+
+    @property
+    def z1_size(self) -> tuple[int, int]:
+        k = 2 ** len(self.x_widths)
+        return self.image_shape[1] // k, self.image_shape[2] // k
+
+
+ARCHITECTURES: dict[str, Architecture] = {}
+
+
+def register_architecture(arch: Architecture) -> Architecture:
+    ARCHITECTURES[arch.name] = arch
+    return arch
+
+
+register_architecture(Architecture(
+    name="mnist",
+    image_shape=(1, 28, 28),
+    x_widths=(32, 64),
+    z1_channels=16,
+    down_widths=(),
+    hidden=256,
+    z_dims=(64, 32),
+    d_z1_widths=(32,),
+    d_hidden=256,
+    description="MNIST 1x28x28; z1 16x7x7 spatial, z2 64 (z3 32 with --levels 3). Sized to train on a CPU.",
+))
+
+# ALI's published CelebA model (REFERENCE.md) with its widths (64..512 in the encoder, 256-d top latent,
+# 1024-wide D(z), 2048-wide joint layers, LeakyReLU 0.02, dropout 0.2), rearranged into two levels: padded
+# stride-2 4x4 convolutions so that z1 is a 64x16x16 map instead of ALI's unpadded 7x7/5x5 chain to 1x1.
+register_architecture(Architecture(
+    name="celeba64",
+    image_shape=(3, 64, 64),
+    x_widths=(64, 128),
+    z1_channels=64,
+    down_widths=(256, 512),
+    hidden=512,
+    z_dims=(256, 128),
+    d_z1_widths=(256,),
+    d_hidden=1024,
+    description="CelebA 3x64x64 (ALI's CelebA widths); z1 64x16x16 spatial, z2 256 (z3 128 with --levels 3).",
+))
+
+register_architecture(Architecture(
+    name="tiny",
+    image_shape=(1, 28, 28),
+    x_widths=(4, 8),
+    z1_channels=2,
+    down_widths=(),
+    hidden=16,
+    z_dims=(8, 4),
+    d_z1_widths=(8,),
+    d_hidden=16,
+    description="Test-sized 1x28x28; z1 2x7x7 spatial, z2 8 (z3 4 with --levels 3). For tests only.",
+))
+
+
+def get_architecture(name: str) -> Architecture:
+    try:
+        return ARCHITECTURES[name]
+    except KeyError:
+        raise BadInputError(f"unknown architecture {name!r}; known: {', '.join(sorted(ARCHITECTURES))}") from None
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild a model: the architecture name, the number of levels and the hyperparameters.
+
+    ``recon_weight`` > 0 adds a pixel reconstruction term for level 1 to the generator loss (not in HALI;
+    0 is the pure adversarial model of the paper).
+    """
+
+    arch: str = "mnist"
+    levels: int = 2
+    leak: float = 0.02  # LeakyReLU slope (ALI CelebA)
+    dropout: float = 0.2  # on the inputs of discriminator layers (ALI)
+    init_std: float = 0.01  # weights ~ N(0, init_std), biases 0 (ALI)
+    recon_weight: float = 0.0
+
+    def __post_init__(self) -> None:
+        arch = get_architecture(self.arch)
+        if not isinstance(self.levels, int) or not 1 <= self.levels <= arch.max_levels:
+            raise BadInputError(f"architecture {self.arch!r} supports 1 to {arch.max_levels} levels, not {self.levels!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise BadInputError(f"dropout must be in [0, 1), not {self.dropout!r}")
+        if self.recon_weight < 0:
+            raise BadInputError(f"recon_weight must be >= 0, not {self.recon_weight!r}")
+
+    @property
+    def architecture(self) -> Architecture:
+        return get_architecture(self.arch)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        """Build from a dict; unknown keys are an error (a config from a newer or different tool)."""
+        if not isinstance(d, dict):
+            raise BadInputError(f"model config must be a JSON object, not {type(d).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise BadInputError(f"unknown model config keys: {', '.join(unknown)}")
+        try:
+            return cls(**d)
+        except TypeError as exc:
+            raise BadInputError(f"bad model config {json.dumps(d)}: {exc}") from None

@@ -1,0 +1,293 @@
+"""Hierarchical ALI: Gaussian encoders q(z_l|z_l-1), decoders p(z_l-1|z_l), a deterministic p(x|z1) and one
+discriminator over the whole tuple (x, z1, ..., zL). L = 1 is ALI.
+
+Tensor names in checkpoints (stable, part of checkpoint format v1):
+
+- ``encoders.{l-1}.*``   q(z_l | z_l-1), with z_0 = x; its last layer gives (mean, logvar) of z_l
+- ``decoders.0.*``       p(x | z1), deterministic, with ``decoders.0.pixel_bias`` the per-pixel output log-odds
+- ``decoders.{l-1}.*``   p(z_l-1 | z_l) for l >= 2; its last layer gives (mean, logvar) of z_l-1
+- ``discriminator.*``    ``x`` (conv net on x), ``z1`` (joins z1 and convolves down), ``z.{i}`` and ``join.{i}``
+                         (one per vector level z2, z3, ...), ``out`` (1x1 layers to one logit)
+
+Public inputs and outputs are float images in [0, 1], shape [n, C, H, W]; networks see 2x - 1 inside.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from halitool.models.config import Architecture, ModelConfig
+
+MODES = ("mean", "sample")
+
+
+def discriminator_loss(s_q: Tensor, s_p: Tensor) -> Tensor:
+    """ALI's discriminator loss: mean(softplus(-s_q) + softplus(s_p)); q = inference tuples, p = generative."""
+    return (F.softplus(-s_q) + F.softplus(s_p)).mean()
+
+
+def generator_loss(s_q: Tensor, s_p: Tensor) -> Tensor:
+    """ALI's loss for the encoders and decoders together: mean(softplus(s_q) + softplus(-s_p))."""
+    return (F.softplus(s_q) + F.softplus(-s_p)).mean()
+
+
+def reparameterise(mean: Tensor, logvar: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+    return mean + torch.exp(0.5 * logvar) * eps
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+
+
+class GaussianHead(nn.Module):
+    """A network whose output channels split into (mean, logvar)."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, h: Tensor) -> tuple[Tensor, Tensor]:
+        mean, logvar = self.net(h).chunk(2, dim=1)
+        return mean, logvar
+
+
+def _block(layer: nn.Module, width: int, leak: float, bn: bool) -> list[nn.Module]:
+    return [layer, *([nn.BatchNorm2d(width)] if bn else []), nn.LeakyReLU(leak)]
+
+
+def _d_block(layer: nn.Module, width: int, leak: float, dropout: float, bn: bool = False) -> list[nn.Module]:
+    # ALI: dropout on the inputs of every discriminator layer.
+    return [nn.Dropout(dropout), layer, *([nn.BatchNorm2d(width)] if bn else []), nn.LeakyReLU(leak)]
+
+
+def _down2(cin: int, cout: int) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, 4, stride=2, padding=1)
+
+
+def _up2(cin: int, cout: int, bias: bool = True) -> nn.ConvTranspose2d:
+    return nn.ConvTranspose2d(cin, cout, 4, stride=2, padding=1, bias=bias)
+
+
+class Discriminator(nn.Module):
+    """D(x, z1, ..., zL) -> one logit, fusing the levels in stages: x, then z1 (spatially), then each vector."""
+
+    def __init__(self, arch: Architecture, levels: int, leak: float, dropout: float):
+        super().__init__()
+        c, w = arch.image_shape[0], arch.x_widths
+        layers: list[nn.Module] = []
+        for i, width in enumerate(w):
+            layers += _d_block(_down2(c if i == 0 else w[i - 1], width), width, leak, dropout, bn=i > 0)
+        self.x = nn.Sequential(*layers)
+        layers, cin = [], w[-1] + arch.z1_channels
+        for width in arch.d_z1_widths:
+            layers += _d_block(nn.Conv2d(cin, width, 3, padding=1), width, leak, dropout)
+            cin = width
+        for width in arch.down_widths:
+            layers += _d_block(_down2(cin, width), width, leak, dropout)
+            cin = width
+        k = arch.z1_size[0] // 2 ** len(arch.down_widths)
+        layers += _d_block(nn.Conv2d(cin, arch.d_hidden, k), arch.d_hidden, leak, dropout)
+        self.z1 = nn.Sequential(*layers, nn.Flatten())
+        hid = arch.d_hidden
+        self.z = nn.ModuleList(
+            nn.Sequential(nn.Dropout(dropout), nn.Linear(d, hid), nn.LeakyReLU(leak),
+                          nn.Dropout(dropout), nn.Linear(hid, hid), nn.LeakyReLU(leak))
+            for d in arch.z_dims[: levels - 1]
+        )
+        self.join = nn.ModuleList(
+            nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * hid, hid), nn.LeakyReLU(leak)) for _ in self.z
+        )
+        self.out = nn.Sequential(nn.Dropout(dropout), nn.Linear(hid, hid), nn.LeakyReLU(leak),
+                                 nn.Dropout(dropout), nn.Linear(hid, 1))
+
+    def forward(self, x: Tensor, zs: list[Tensor]) -> Tensor:
+        h = self.z1(torch.cat([self.x(x), zs[0]], dim=1))
+        for z, branch, join in zip(zs[1:], self.z, self.join):
+            h = join(torch.cat([h, branch(z)], dim=1))
+        return self.out(h).squeeze(1)
+
+
+class HALI(nn.Module):
+    """A HALI model with ``config.levels`` levels; see the module docstring for the tensor names."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        arch = self.arch = config.architecture
+        leak, L = config.leak, config.levels
+        c, h, w = arch.image_shape
+        xw, z1c = arch.x_widths, arch.z1_channels
+        s1 = arch.z1_size
+        k = s1[0] // 2 ** len(arch.down_widths)  # spatial size left before the "valid" conv to a vector
+        self.level_names = [f"z{i}" for i in range(1, L + 1)]
+        self.level_shapes = {"z1": (z1c, *s1), **{f"z{i + 2}": (d,) for i, d in enumerate(arch.z_dims[: L - 1])}}
+        self.image_shape = tuple(arch.image_shape)
+
+        # q(z1 | x)
+        layers: list[nn.Module] = []
+        for i, width in enumerate(xw):
+            layers += _block(_down2(c if i == 0 else xw[i - 1], width), width, leak, bn=True)
+        encoders = [GaussianHead(nn.Sequential(*layers, nn.Conv2d(xw[-1], 2 * z1c, 3, padding=1)))]
+        # p(x | z1): deterministic; per-pixel output bias as ALI
+        layers = _block(nn.Conv2d(z1c, xw[-1], 3, padding=1), xw[-1], leak, bn=True)
+        for i in range(len(xw) - 1, 0, -1):
+            layers += _block(_up2(xw[i], xw[i - 1]), xw[i - 1], leak, bn=True)
+        decoders: list[nn.Module] = [PixelDecoder(nn.Sequential(*layers, _up2(xw[0], c, bias=False)), arch.image_shape)]
+
+        if L >= 2:
+            dw = arch.down_widths
+            # q(z2 | z1): convolve the map down to a vector
+            layers, cin = [], z1c
+            for width in dw:
+                layers += _block(_down2(cin, width), width, leak, bn=True)
+                cin = width
+            layers += _block(nn.Conv2d(cin, arch.hidden, k), arch.hidden, leak, bn=True)
+            encoders.append(GaussianHead(nn.Sequential(*layers, nn.Flatten(), nn.Linear(arch.hidden, 2 * arch.z_dims[0]))))
+            # p(z1 | z2): the mirror image
+            top = dw[-1] if dw else xw[-1]
+            layers = [nn.Unflatten(1, (arch.z_dims[0], 1, 1))]
+            layers += _block(nn.ConvTranspose2d(arch.z_dims[0], top, k), top, leak, bn=True)
+            for i in range(len(dw) - 1, -1, -1):
+                out = dw[i - 1] if i > 0 else xw[-1]
+                layers += _block(_up2(dw[i], out), out, leak, bn=True)
+            decoders.append(GaussianHead(nn.Sequential(*layers, nn.Conv2d(xw[-1], 2 * z1c, 3, padding=1))))
+        for lvl in range(3, L + 1):
+            d_in, d_out = arch.z_dims[lvl - 3], arch.z_dims[lvl - 2]
+            encoders.append(GaussianHead(_mlp(d_in, arch.hidden, 2 * d_out, leak)))
+            decoders.append(GaussianHead(_mlp(d_out, arch.hidden, 2 * d_in, leak)))
+        self.encoders = nn.ModuleList(encoders)
+        self.decoders = nn.ModuleList(decoders)
+        self.discriminator = Discriminator(arch, L, leak, config.dropout)
+        self.reset_parameters()
+
+    # ----------------------------------------------------------------------------------------------- set-up
+    def reset_parameters(self) -> None:
+        """ALI's initialisation: weights ~ N(0, init_std), biases 0 (batch norm: scale 1, shift 0)."""
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+                nn.init.normal_(m.weight, 0.0, self.config.init_std)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+
+    @torch.no_grad()
+    def init_pixel_bias(self, mean_image: Tensor) -> None:
+        """Set p(x|z1)'s output bias to the log-odds of the per-pixel data mean (ALI); ``mean_image`` in [0, 1]."""
+        p = mean_image.to(self.decoders[0].pixel_bias).clamp(1e-3, 1 - 1e-3)
+        self.decoders[0].pixel_bias.copy_(torch.log(p) - torch.log1p(-p))
+
+    def generator_parameters(self) -> list[nn.Parameter]:
+        """The encoders' and decoders' parameters (trained together against the discriminator)."""
+        return [*self.encoders.parameters(), *self.decoders.parameters()]
+
+    def parameter_counts(self) -> dict[str, int]:
+        counts = {
+            "encoders": sum(p.numel() for p in self.encoders.parameters()),
+            "decoders": sum(p.numel() for p in self.decoders.parameters()),
+            "discriminator": sum(p.numel() for p in self.discriminator.parameters()),
+        }
+        counts["total"] = sum(counts.values())
+        return counts
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    # ------------------------------------------------------------------------------------------ public API
+    def encode_stats(self, x: Tensor, mode: str = "mean", generator: torch.Generator | None = None) -> dict[str, tuple[Tensor, Tensor]]:
+        """(mean, logvar) of q(z_l | z_l-1) for every level; z_l-1 fed upward is the mean or a sample (``mode``)."""
+        _check_mode(mode)
+        h, stats = x * 2 - 1, {}
+        for name, encoder in zip(self.level_names, self.encoders):
+            mean, logvar = encoder(h)
+            stats[name] = (mean, logvar)
+            h = mean if mode == "mean" else reparameterise(mean, logvar, generator)
+        return stats
+
+    def encode(self, x: Tensor, mode: str = "mean", generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """Every level's latent: the posterior means (``mode="mean"``) or one reparameterised sample chain."""
+        _check_mode(mode)
+        h, zs = x * 2 - 1, {}
+        for name, encoder in zip(self.level_names, self.encoders):
+            mean, logvar = encoder(h)
+            h = zs[name] = mean if mode == "mean" else reparameterise(mean, logvar, generator)
+        return zs
+
+    def decode_levels(self, level: str, z: Tensor, mode: str = "mean", generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+        """x in [0, 1] from ``z`` at ``level`` down the generative chain, and every z on the way."""
+        _check_mode(mode)
+        if level not in self.level_names:
+            raise ValueError(f"unknown level {level!r}; this model has {self.level_names}")
+        lvl = self.level_names.index(level) + 1
+        zs = {level: z}
+        for i in range(lvl, 1, -1):
+            mean, logvar = self.decoders[i - 1](z)
+            z = zs[f"z{i - 1}"] = mean if mode == "mean" else reparameterise(mean, logvar, generator)
+        return self.decoders[0](z), zs
+
+    def decode(self, level: str, z: Tensor, mode: str = "mean", generator: torch.Generator | None = None) -> Tensor:
+        """x in [0, 1] from ``z`` at ``level`` through p(z_l-1|z_l) ... p(x|z1) (means, or samples with ``mode``)."""
+        return self.decode_levels(level, z, mode, generator)[0]
+
+    def reconstruct(self, x: Tensor, level: str, mode: str = "mean", generator: torch.Generator | None = None) -> Tensor:
+        """x -> z1 -> ... -> ``level`` -> ... -> z1 -> x'."""
+        return self.decode(level, self.encode(x, mode, generator)[level], mode, generator)
+
+    def sample_prior(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        top = self.level_names[-1]
+        return torch.randn((n, *self.level_shapes[top]), generator=generator, device=self.device)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """n images: z_top ~ N(0, I), then a sample of each p(z_l-1|z_l), then p(x|z1)."""
+        return self.decode(self.level_names[-1], self.sample_prior(n, generator), "sample", generator)
+
+    def discriminate(self, x: Tensor, zs: dict[str, Tensor]) -> Tensor:
+        """The discriminator's logit [n] for tuples (x, z1, ..., zL); high means "from the inference chain"."""
+        return self.discriminator(x * 2 - 1, [zs[name] for name in self.level_names])
+
+    # ------------------------------------------------------------------------------------------- training
+    def losses(self, x: Tensor) -> dict[str, Tensor]:
+        """One batch of ALI's game: inference tuples from ``x``, as many generative tuples, one discriminator pass.
+
+        Returns ``d_loss``, ``g_loss`` (plus ``recon_weight`` x ``recon`` when that weight is set), ``recon``
+        (level-1 pixel MSE of x -> z1 sample -> x'), and the logits ``s_q``, ``s_p``.
+        """
+        n = x.shape[0]
+        zq = self.encode(x, "sample")
+        xp, zp = self.decode_levels(self.level_names[-1], self.sample_prior(n), "sample")
+        # Both kinds of tuple in one batch: one pass, and batch norm sees the same statistics for both.
+        x_all = torch.cat([x, xp])
+        z_all = {name: torch.cat([zq[name], zp[name]]) for name in self.level_names}
+        s = self.discriminate(x_all, z_all).float()
+        s_q, s_p = s[:n], s[n:]
+        d_loss, g_loss = discriminator_loss(s_q, s_p), generator_loss(s_q, s_p)
+        out = {"d_loss": d_loss, "g_loss": g_loss, "s_q": s_q, "s_p": s_p}
+        if self.config.recon_weight > 0:
+            recon = F.mse_loss(self.decoders[0](zq["z1"]).float(), x.float())
+            out["recon"] = recon
+            out["g_loss"] = g_loss + self.config.recon_weight * recon
+        return out
+
+
+class PixelDecoder(nn.Module):
+    """p(x | z1): a deterministic net, plus a per-pixel bias, through a sigmoid to [0, 1]."""
+
+    def __init__(self, net: nn.Module, image_shape: tuple[int, int, int]):
+        super().__init__()
+        self.net = net
+        self.pixel_bias = nn.Parameter(torch.zeros(image_shape))
+
+    def forward(self, z1: Tensor) -> Tensor:
+        return torch.sigmoid(self.net(z1) + self.pixel_bias)
+
+
+def _mlp(d_in: int, hidden: int, d_out: int, leak: float) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(d_in, hidden), nn.BatchNorm1d(hidden), nn.LeakyReLU(leak), nn.Linear(hidden, d_out))
+
+
+def build_model(config: ModelConfig) -> HALI:
+    """A freshly initialised HALI model for ``config``."""
+    return HALI(config)

@@ -1,0 +1,338 @@
+"""Training a HALI model: ALI's game with both players updated on the same batch, checkpoints and resume.
+
+A run folder holds ``model.safetensors`` (the release checkpoint), ``state.safetensors`` + ``state.json`` (the
+optimisers, the step and the RNG state, for ``--resume``), ``metrics.jsonl`` (one JSON object per logged
+interval) and PNG grids ``samples-STEP.png`` and ``recon-STEP.png``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import platform
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import TextColumn
+
+from halitool import __version__
+from halitool.checkpoint import load_state_strict, save_checkpoint
+from halitool.console import default_console, progress
+from halitool.data import open_dataset
+from halitool.errors import BadInputError, HalitoolError, UsageError
+from halitool.fileio import atomic_path, atomic_write_bytes
+from halitool.models import HALI, ModelConfig, build_model
+
+MODEL_FILE = "model.safetensors"
+STATE_FILE = "state.safetensors"
+STATE_JSON = "state.json"
+METRICS_FILE = "metrics.jsonl"
+# Options that define a run: a resumed run must use the same values.
+RUN_DEFINING = ("data", "arch", "levels", "batch_size", "lr", "beta1", "beta2", "seed", "precision", "recon_weight")
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    data: str
+    out: Path
+    arch: str = "mnist"
+    levels: int = 2
+    epochs: float | None = None  # None and steps None: one epoch
+    steps: int | None = None  # total steps of the run (resumed runs count from the start)
+    batch_size: int = 100
+    lr: float = 1e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "fp32"
+    resume: bool = False
+    force: bool = False
+    sample_every: int = 1000
+    checkpoint_every: int = 500
+    log_every: int = 10
+    recon_weight: float = 0.0
+    eval_samples: int = 1000  # test images for the reconstruction MSE recorded in the checkpoint's metrics
+    command: str = ""
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device is available")
+    return torch.device(name)
+
+
+def hardware(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return f"{cpu}, {torch.get_num_threads()} torch threads"
+
+
+# ------------------------------------------------------------------------------------------ training state
+def _save_state(out: Path, step: int, seconds: float, opts: TrainOptions, opt_d, opt_g) -> None:
+    from safetensors.torch import save
+
+    tensors = {"rng.torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{i}"] = s
+    groups = {}
+    for key, opt in (("opt_d", opt_d), ("opt_g", opt_g)):
+        sd = opt.state_dict()
+        for idx, pstate in sd["state"].items():
+            for name, value in pstate.items():
+                tensors[f"{key}.{idx}.{name}"] = torch.as_tensor(value).detach().to("cpu", copy=True).contiguous()
+        groups[key] = sd["param_groups"]
+    atomic_write_bytes(out / STATE_FILE, save(tensors), check=False)
+    doc = {"step": step, "seconds": seconds, "options": _options_json(opts), "param_groups": groups}
+    atomic_write_bytes(out / STATE_JSON, (json.dumps(doc, indent=1) + "\n").encode(), check=False)
+
+
+def _load_state(out: Path, opt_d, opt_g) -> tuple[int, float, dict]:
+    from safetensors.torch import load_file
+
+    try:
+        doc = json.loads((out / STATE_JSON).read_text())
+        tensors = load_file(str(out / STATE_FILE))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise BadInputError(f"{out}: cannot read the training state for --resume: {exc}") from None
+    except Exception as exc:  # noqa: BLE001  safetensors' own error types
+        raise BadInputError(f"{out / STATE_FILE}: corrupt training state: {exc}") from None
+    for key, opt in (("opt_d", opt_d), ("opt_g", opt_g)):
+        state: dict[int, dict] = {}
+        for name, value in tensors.items():
+            if name.startswith(key + "."):
+                _, idx, field_name = name.split(".", 2)
+                state.setdefault(int(idx), {})[field_name] = value
+        opt.load_state_dict({"state": state, "param_groups": doc["param_groups"][key]})
+    torch.set_rng_state(tensors["rng.torch"])
+    if torch.cuda.is_available():
+        cuda = [tensors[k] for k in sorted(k for k in tensors if k.startswith("rng.cuda."))]
+        if len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
+    return int(doc["step"]), float(doc["seconds"]), doc["options"]
+
+
+def _options_json(opts: TrainOptions) -> dict:
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(opts).items()}
+
+
+# ------------------------------------------------------------------------------------------------- grids
+def save_grid(path: Path, images: np.ndarray, nrow: int) -> None:
+    """Write float images [n, C, H, W] in [0, 1] as one PNG grid of ``nrow`` columns (atomically)."""
+    from PIL import Image
+
+    n, c, h, w = images.shape
+    rows = math.ceil(n / nrow)
+    grid = np.ones((c, rows * (h + 1) + 1, nrow * (w + 1) + 1), dtype=np.float32)
+    for i in range(n):
+        r, col = divmod(i, nrow)
+        grid[:, 1 + r * (h + 1): 1 + r * (h + 1) + h, 1 + col * (w + 1): 1 + col * (w + 1) + w] = images[i]
+    arr = (np.clip(grid, 0, 1) * 255 + 0.5).astype(np.uint8)
+    img = Image.fromarray(arr[0] if c == 1 else arr.transpose(1, 2, 0))
+    with atomic_path(path, check=False) as tmp:
+        img.save(tmp, format="PNG")
+
+
+@torch.no_grad()
+def _write_grids(model: HALI, out: Path, step: int, x_show: torch.Tensor, seed: int) -> None:
+    was_training = model.training
+    model.eval()
+    # A private generator: pictures must not move the training RNG (resume equality).
+    gen = torch.Generator(device=model.device).manual_seed(seed)
+    samples = model.sample(64, generator=gen).float().cpu().numpy()
+    save_grid(out / f"samples-{step:07d}.png", samples, nrow=8)
+    rows = [x_show.cpu().numpy()] + [model.reconstruct(x_show, level).float().cpu().numpy()
+                                     for level in model.level_names]
+    save_grid(out / f"recon-{step:07d}.png", np.concatenate(rows), nrow=len(x_show))
+    model.train(was_training)
+
+
+@torch.no_grad()
+def reconstruction_mse(model: HALI, images: torch.Tensor, batch_size: int = 500) -> dict[str, float]:
+    """Mean squared pixel error (images in [0, 1]) of the posterior-mean reconstruction through each level."""
+    was_training = model.training
+    model.eval()
+    totals = {level: 0.0 for level in model.level_names}
+    for i in range(0, len(images), batch_size):
+        x = images[i: i + batch_size].to(model.device)
+        for level in model.level_names:
+            totals[level] += float(((model.reconstruct(x, level).float() - x) ** 2).mean(dim=(1, 2, 3)).sum())
+    model.train(was_training)
+    return {level: total / max(1, len(images)) for level, total in totals.items()}
+
+
+def _to_float(images: np.ndarray, device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(images).to(device).float().div_(255)
+
+
+# ------------------------------------------------------------------------------------------------- train
+def _check_out(opts: TrainOptions) -> None:
+    out = opts.out
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{out}: exists and is not a folder")
+    has_checkpoint = (out / MODEL_FILE).exists()
+    if opts.resume:
+        if opts.force:
+            raise UsageError("--resume and --force cannot be used together")
+        if not has_checkpoint or not (out / STATE_JSON).exists():
+            raise UsageError(f"{out}: nothing to resume (no {MODEL_FILE} and {STATE_JSON})")
+    elif has_checkpoint and not opts.force:
+        raise UsageError(f"{out}: already holds a checkpoint; pass --resume to continue it or --force to start over")
+    if opts.epochs is not None and opts.steps is not None:
+        raise UsageError("--epochs and --steps cannot be used together")
+    if opts.batch_size < 1:
+        raise UsageError("--batch-size must be at least 1")
+    if opts.precision not in ("fp32", "bf16"):
+        raise UsageError(f"--precision must be fp32 or bf16, not {opts.precision!r}")
+
+
+def train(opts: TrainOptions, console: Console | None = None) -> dict:
+    """Train (or resume) a run in ``opts.out``; returns a summary. Raises HalitoolError on divergence."""
+    console = console or default_console()
+    _check_out(opts)
+    device = pick_device(opts.device)
+    ds = open_dataset(opts.data)
+    train_idx = ds.indices("train")
+    if len(train_idx) == 0:
+        raise BadInputError(f"{opts.data}: the data set has no training images")
+    config = ModelConfig(arch=opts.arch, levels=opts.levels, recon_weight=opts.recon_weight)
+    if tuple(ds.image_shape) != tuple(config.architecture.image_shape):
+        raise BadInputError(f"{opts.data}: images are {tuple(ds.image_shape)} but architecture {opts.arch!r} "
+                            f"expects {tuple(config.architecture.image_shape)}")
+    batch_size = min(opts.batch_size, len(train_idx))
+    steps_per_epoch = len(train_idx) // batch_size  # full batches only: batch norm sees equal-sized batches
+    total = opts.steps if opts.steps is not None else max(1, round((opts.epochs or 1.0) * steps_per_epoch))
+
+    out = opts.out
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(opts.seed)
+    model = build_model(config).to(device)
+    model.train()
+    opt_d = torch.optim.Adam(model.discriminator.parameters(), lr=opts.lr, betas=(opts.beta1, opts.beta2))
+    opt_g = torch.optim.Adam(model.generator_parameters(), lr=opts.lr, betas=(opts.beta1, opts.beta2))
+    d_params = list(model.discriminator.parameters())
+    g_params = model.generator_parameters()
+
+    if opts.resume:
+        from safetensors.torch import load_file
+
+        try:
+            tensors = load_file(str(out / MODEL_FILE))
+        except Exception as exc:  # noqa: BLE001
+            raise BadInputError(f"{out / MODEL_FILE}: not a readable safetensors file: {exc}") from None
+        load_state_strict(out / MODEL_FILE, model, {k: v.to(device) for k, v in tensors.items()})
+        step, seconds_before, saved = _load_state(out, opt_d, opt_g)
+        now = _options_json(opts)
+        changed = [k for k in RUN_DEFINING if saved.get(k) != now.get(k)]
+        if changed:
+            raise UsageError(f"{out}: --resume needs the options of the original run; changed: "
+                             + ", ".join(f"{k} {saved.get(k)!r} -> {now.get(k)!r}" for k in changed))
+        _truncate_metrics(out / METRICS_FILE, step)
+    else:
+        step, seconds_before = 0, 0.0
+        for stale in (METRICS_FILE, STATE_FILE, STATE_JSON):
+            (out / stale).unlink(missing_ok=True)
+        first = train_idx[: min(len(train_idx), 10000)]
+        model.init_pixel_bias(_to_float(ds.images(first), device).mean(dim=0))
+
+    x_show = _to_float(ds.images(train_idx[:10]), device)
+    eval_idx = ds.indices("test")[: opts.eval_samples]
+    x_eval = _to_float(ds.images(eval_idx), "cpu") if len(eval_idx) else None
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=opts.precision == "bf16")
+    training = {
+        "data": opts.data, "split": "train", "n_train": int(len(train_idx)), "batch_size": batch_size,
+        "steps_per_epoch": steps_per_epoch, "lr": opts.lr, "betas": [opts.beta1, opts.beta2], "seed": opts.seed,
+        "precision": opts.precision, "recon_weight": opts.recon_weight, "device": str(device),
+        "hardware": hardware(device), "halitool_version": __version__, "torch_version": torch.__version__,
+        "command": opts.command,
+    }
+    preprocessing = {**ds.preprocessing, "image_shape": list(ds.image_shape), "model_input_range": [0, 1]}
+    start_time = time.perf_counter()
+    last_good = step if opts.resume else None
+    window: dict[str, list[float]] = {}
+
+    def seconds() -> float:
+        return seconds_before + time.perf_counter() - start_time
+
+    def checkpoint(metrics: dict) -> None:
+        nonlocal last_good
+        if x_eval is not None:
+            metrics = {**metrics, "recon_mse": reconstruction_mse(model, x_eval.to(device)),
+                       "recon_mse_images": int(len(x_eval))}
+        info = {**training, "steps": step, "epochs": step / steps_per_epoch, "seconds": round(seconds(), 3),
+                "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        save_checkpoint(out / MODEL_FILE, model, preprocessing=preprocessing, training=info, metrics=metrics)
+        _save_state(out, step, seconds(), opts, opt_d, opt_g)
+        last_good = step
+
+    last_metrics: dict = {}
+    bar = progress(console, TextColumn("{task.fields[losses]}"))
+    with bar, open(out / METRICS_FILE, "a") as log:
+        task = bar.add_task("training", total=total, completed=step, losses="")
+        while step < total:
+            epoch, pos = divmod(step, steps_per_epoch)
+            order = np.random.default_rng([opts.seed, epoch]).permutation(train_idx)
+            idx = order[pos * batch_size: (pos + 1) * batch_size]
+            x = _to_float(ds.images(idx), device)
+            with autocast:
+                losses = model.losses(x)
+            values = {k: losses[k].detach().item() for k in ("d_loss", "g_loss", "recon") if k in losses}
+            bad = {k: v for k, v in values.items() if not math.isfinite(v)}
+            if bad:
+                kept = (f"the last good checkpoint {out / MODEL_FILE} (step {last_good}) is kept"
+                        if last_good is not None else "no checkpoint was written")
+                raise HalitoolError(f"{out}: training diverged at step {step + 1}: "
+                                    + ", ".join(f"{k} = {v}" for k, v in bad.items()) + f"; {kept}")
+            d_grads = torch.autograd.grad(losses["d_loss"], d_params, retain_graph=True)
+            g_grads = torch.autograd.grad(losses["g_loss"], g_params)
+            for p, g in zip(d_params, d_grads):
+                p.grad = g
+            for p, g in zip(g_params, g_grads):
+                p.grad = g
+            # ALI: both players move on the same batch, from the same forward pass.
+            opt_d.step()
+            opt_g.step()
+            step += 1
+            values["s_q"] = losses["s_q"].detach().mean().item()
+            values["s_p"] = losses["s_p"].detach().mean().item()
+            for k, v in values.items():
+                window.setdefault(k, []).append(v)
+            bar.update(task, advance=1, losses=" ".join(f"{k} {v:.3f}" for k, v in values.items()))
+            if step % opts.log_every == 0 or step == total:
+                last_metrics = {k: float(np.mean(v)) for k, v in window.items()}
+                log.write(json.dumps({"step": step, "epoch": round(step / steps_per_epoch, 4), **last_metrics,
+                                      "seconds": round(seconds(), 3)}) + "\n")
+                log.flush()
+                window.clear()
+            if step % opts.sample_every == 0 or step == total:
+                _write_grids(model, out, step, x_show, opts.seed)
+            if step % opts.checkpoint_every == 0 or step == total:
+                checkpoint(dict(last_metrics))
+    return {
+        "output": str(out / MODEL_FILE), "steps": step, "epochs": step / steps_per_epoch,
+        "seconds": round(seconds(), 3), "device": str(device), "metrics": last_metrics,
+    }
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop metric lines logged after ``step`` (they belong to the part of the run being redone)."""
+    if not path.exists():
+        return
+    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    atomic_write_bytes(path, "".join(line + "\n" for line in keep).encode(), check=False)

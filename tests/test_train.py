@@ -1,0 +1,107 @@
+"""halitool train: a few real steps on IDX data in the real layout, resume equality, divergence, refusals."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from halitool.checkpoint import load_checkpoint
+from halitool.models import hali
+from conftest import run_cli
+
+
+def _train(mnist_dir, out, *extra):
+    return run_cli(["train", "--data", f"mnist:{mnist_dir}", "--arch", "tiny", "--out", str(out),
+                    "--batch-size", "50", "--seed", "3", "--log-every", "1", *extra])
+
+
+def test_training_steps_change_weights_and_write_a_loadable_checkpoint(mnist_dir, tmp_path):
+    code, stdout, stderr = _train(mnist_dir, tmp_path / "run", "--steps", "3")
+    assert code == 0, stderr
+    assert stdout.strip() == str(tmp_path / "run" / "model.safetensors")
+    run = tmp_path / "run"
+    for name in ("model.safetensors", "state.safetensors", "state.json", "metrics.jsonl",
+                 "samples-0000003.png", "recon-0000003.png"):
+        assert (run / name).is_file(), name
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines] == [1, 2, 3]
+    assert all(set(line) >= {"d_loss", "g_loss", "s_q", "s_p"} for line in lines)
+
+    loaded = load_checkpoint(run / "model.safetensors")
+    assert loaded.training["steps"] == 3 and loaded.training["seed"] == 3
+    assert loaded.training["command"].startswith("halitool train --data")
+    assert loaded.training["split"] == "train" and loaded.training["n_train"] == 200
+    assert set(loaded.metrics["recon_mse"]) == {"z1", "z2"}
+    assert not loaded.model.training
+
+    torch.manual_seed(3)
+    fresh = hali.build_model(loaded.config)
+    trained = loaded.model.state_dict()
+    changed = [k for k, v in fresh.state_dict().items() if k.endswith("weight") and not torch.equal(v, trained[k])]
+    assert any(k.startswith("encoders.") for k in changed)
+    assert any(k.startswith("decoders.") for k in changed)
+    assert any(k.startswith("discriminator.") for k in changed)
+
+
+def test_resumed_run_equals_uninterrupted_run(mnist_dir, tmp_path):
+    assert _train(mnist_dir, tmp_path / "full", "--steps", "6")[0] == 0
+    assert _train(mnist_dir, tmp_path / "part", "--steps", "3")[0] == 0  # stops mid-epoch (4 steps per epoch)
+    code, _, stderr = _train(mnist_dir, tmp_path / "part", "--steps", "6", "--resume")
+    assert code == 0, stderr
+    full = load_file(str(tmp_path / "full" / "model.safetensors"))
+    part = load_file(str(tmp_path / "part" / "model.safetensors"))
+    assert full.keys() == part.keys()
+    for name in full:
+        assert torch.equal(full[name], part[name]), name
+    steps = [json.loads(line)["step"] for line in (tmp_path / "part" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6]
+
+
+def test_planted_nan_stops_and_keeps_the_last_good_checkpoint(mnist_dir, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    calls = {"n": 0}
+    original = hali.generator_loss
+
+    def poisoned(s_q, s_p):
+        calls["n"] += 1
+        loss = original(s_q, s_p)
+        return loss * float("nan") if calls["n"] >= 4 else loss
+
+    monkeypatch.setattr(hali, "generator_loss", poisoned)
+    code, _, stderr = _train(mnist_dir, run, "--steps", "6", "--checkpoint-every", "2")
+    assert code == 1
+    assert "diverged at step 4" in stderr and "g_loss = nan" in stderr and "(step 2)" in stderr
+    loaded = load_checkpoint(run / "model.safetensors")
+    assert loaded.training["steps"] == 2
+    assert all(torch.isfinite(t).all() for t in loaded.model.state_dict().values() if t.is_floating_point())
+
+
+def test_existing_run_is_refused_without_resume_or_force(mnist_dir, tmp_path):
+    assert _train(mnist_dir, tmp_path / "run", "--steps", "1")[0] == 0
+    code, _, stderr = _train(mnist_dir, tmp_path / "run", "--steps", "1")
+    assert code == 2 and "--resume" in stderr
+    assert _train(mnist_dir, tmp_path / "run", "--steps", "1", "--force")[0] == 0
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--resume", "--steps", "2"], "nothing to resume"),
+    (["--steps", "2", "--epochs", "1"], "cannot be used together"),
+])
+def test_bad_option_combinations_exit_2(mnist_dir, tmp_path, extra, message):
+    code, _, stderr = _train(mnist_dir, tmp_path / "run", *extra)
+    assert code == 2 and message in stderr
+
+
+def test_resume_with_changed_options_is_refused(mnist_dir, tmp_path):
+    assert _train(mnist_dir, tmp_path / "run", "--steps", "1")[0] == 0
+    code, _, stderr = _train(mnist_dir, tmp_path / "run", "--steps", "2", "--resume", "--lr", "0.01")
+    assert code == 2 and "lr" in stderr
+
+
+def test_architecture_that_does_not_fit_the_images_exits_3(mnist_dir, tmp_path):
+    code, _, stderr = run_cli(["train", "--data", f"mnist:{mnist_dir}", "--arch", "celeba64", "--steps", "1",
+                               "--out", str(tmp_path / "run")])
+    assert code == 3 and "celeba64" in stderr
