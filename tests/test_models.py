@@ -1,0 +1,127 @@
+"""The HALI model: shapes for every registered architecture, the API, and ALI's losses by hand."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from halitool.errors import BadInputError
+from halitool.models import ARCHITECTURES, HALI, ModelConfig, build_model, discriminator_loss, generator_loss
+from halitool.models.hali import reparameterise
+
+CASES = [(arch, levels) for arch in sorted(ARCHITECTURES) for levels in range(1, ARCHITECTURES[arch].max_levels + 1)]
+
+
+@pytest.mark.parametrize("arch, levels", CASES)
+def test_every_level_has_its_documented_shape(arch, levels):
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(arch=arch, levels=levels)).eval()
+    a = ARCHITECTURES[arch]
+    assert model.image_shape == a.image_shape
+    assert model.level_names == [f"z{i}" for i in range(1, levels + 1)]
+    h, w = a.image_shape[1] // 4, a.image_shape[2] // 4  # two stride-2 convolutions in every registered arch
+    expected = {"z1": (a.z1_channels, h, w), **{f"z{i + 2}": (d,) for i, d in enumerate(a.z_dims[: levels - 1])}}
+    assert model.level_shapes == expected
+    n = 2
+    x = torch.rand(n, *model.image_shape)
+    with torch.no_grad():
+        for mode in ("mean", "sample"):
+            zs = model.encode(x, mode=mode)
+            assert {k: tuple(v.shape[1:]) for k, v in zs.items()} == expected
+            stats = model.encode_stats(x, mode=mode)
+            assert {k: (tuple(m.shape[1:]), tuple(v.shape[1:])) for k, (m, v) in stats.items()} == \
+                   {k: (s, s) for k, s in expected.items()}
+        for level in model.level_names:
+            y = model.reconstruct(x, level)
+            assert y.shape == x.shape and 0 <= y.min() and y.max() <= 1
+            assert model.decode(level, zs[level]).shape == x.shape
+        samples = model.sample(3, generator=torch.Generator().manual_seed(1))
+        assert samples.shape == (3, *model.image_shape)
+        assert model.discriminate(x, zs).shape == (n,)
+    counts = model.parameter_counts()
+    assert counts["total"] == sum(p.numel() for p in model.parameters())
+
+
+def test_encode_mean_feeds_means_upward_and_matches_encode_stats():
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(arch="tiny", levels=3)).eval()
+    x = torch.rand(4, *model.image_shape)
+    with torch.no_grad():
+        zs = model.encode(x, mode="mean")
+        stats = model.encode_stats(x, mode="mean")
+        for name in model.level_names:
+            assert torch.equal(zs[name], stats[name][0])
+        a = model.encode(x, mode="sample", generator=torch.Generator().manual_seed(5))
+        b = model.encode(x, mode="sample", generator=torch.Generator().manual_seed(5))
+        assert all(torch.equal(a[k], b[k]) for k in a)
+        assert not torch.equal(a["z1"], zs["z1"])
+
+
+def _softplus(v: float) -> float:
+    return math.log1p(math.exp(v))
+
+
+def test_ali_losses_match_a_hand_computation():
+    s_q = torch.tensor([0.5, -1.0, 2.0])
+    s_p = torch.tensor([-0.3, 1.5, 0.0])
+    d = sum(_softplus(-q) + _softplus(p) for q, p in zip(s_q.tolist(), s_p.tolist())) / 3
+    g = sum(_softplus(q) + _softplus(-p) for q, p in zip(s_q.tolist(), s_p.tolist())) / 3
+    assert discriminator_loss(s_q, s_p).item() == pytest.approx(d, rel=1e-6)
+    assert generator_loss(s_q, s_p).item() == pytest.approx(g, rel=1e-6)
+    # At s = 0 both players are at log 4, the value of the game at the optimum.
+    zero = torch.zeros(5)
+    assert discriminator_loss(zero, zero).item() == pytest.approx(math.log(4), rel=1e-6)
+
+
+def test_model_losses_on_a_fixed_batch_match_the_tuples_by_hand():
+    torch.manual_seed(0)
+    model: HALI = build_model(ModelConfig(arch="tiny", levels=2, recon_weight=0.5)).eval()  # eval: no dropout
+    x = torch.rand(6, *model.image_shape)
+    torch.manual_seed(123)
+    with torch.no_grad():
+        out = model.losses(x)
+    # The same draws in the same order: z1, z2 from q, then z2 from the prior, then z1 from p(z1|z2).
+    torch.manual_seed(123)
+    with torch.no_grad():
+        m1, v1 = model.encoders[0](x * 2 - 1)
+        zq1 = reparameterise(m1, v1)
+        m2, v2 = model.encoders[1](zq1)
+        zq2 = reparameterise(m2, v2)
+        zp2 = torch.randn(6, 8)
+        mp1, vp1 = model.decoders[1](zp2)
+        zp1 = reparameterise(mp1, vp1)
+        xp = model.decoders[0](zp1)
+        s_q = model.discriminate(x, {"z1": zq1, "z2": zq2}).tolist()
+        s_p = model.discriminate(xp, {"z1": zp1, "z2": zp2}).tolist()
+        recon = ((model.decoders[0](zq1) - x) ** 2).mean().item()
+    d = sum(_softplus(-q) + _softplus(p) for q, p in zip(s_q, s_p)) / 6
+    g = sum(_softplus(q) + _softplus(-p) for q, p in zip(s_q, s_p)) / 6
+    assert out["d_loss"].item() == pytest.approx(d, rel=1e-5)
+    assert out["recon"].item() == pytest.approx(recon, rel=1e-5)
+    assert out["g_loss"].item() == pytest.approx(g + 0.5 * recon, rel=1e-5)
+
+
+def test_initialisation_follows_ali():
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(arch="mnist"))
+    weight = model.discriminator.z1[1].weight
+    assert weight.std().item() == pytest.approx(0.01, rel=0.05)
+    assert all(not m.bias.any() for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.bias is not None)
+    mean_image = torch.full(model.image_shape, 0.25)
+    model.init_pixel_bias(mean_image)
+    assert torch.allclose(model.decoders[0].pixel_bias, torch.full(model.image_shape, math.log(0.25 / 0.75)))
+
+
+def test_config_round_trips_and_rejects_unknown_keys_and_bad_values():
+    config = ModelConfig(arch="tiny", levels=3, recon_weight=2.0)
+    assert ModelConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(BadInputError, match="unknown model config keys: colour"):
+        ModelConfig.from_dict({**config.to_dict(), "colour": 1})
+    with pytest.raises(BadInputError, match="unknown architecture"):
+        ModelConfig(arch="resnet")
+    with pytest.raises(BadInputError, match="1 to 3 levels"):
+        ModelConfig(arch="tiny", levels=4)
+    with pytest.raises(BadInputError):
+        ModelConfig(arch="tiny", recon_weight=-1)
