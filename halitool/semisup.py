@@ -1,0 +1,554 @@
+"""Semi-supervised classification with few labels: balanced draws and protocols as pure functions over arrays.
+
+A *protocol* turns frozen features (or, for ``finetune``, a model and images) plus a handful of labels into
+predictions for the test rows. Every protocol is registered in :data:`PROTOCOLS` under its name and has the
+signature ``run(features_train, labels_train, labelled_idx, features_test, seed, *, prepared=None, **options)
+-> ProtocolOutput``. ``labels_train`` is masked by the caller: ``-1`` everywhere except the labelled draw
+(and, for ``linear-heldout`` only, the held-out validation rows), so a protocol cannot see labels it is not
+entitled to. ``prepared`` is the seed-independent work (standardisation, PCA, the kNN graph) from the protocol's
+``prepare(features_train, features_test)``, computed once and shared by every seed.
+
+:func:`evaluate` runs protocols over seeds and returns the result dict of ``halitool semisup``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, NamedTuple, Sequence
+
+import numpy as np
+
+from halitool.errors import BadInputError, UsageError
+
+# Logistic-regression inverse regularisation strengths tried by the linear protocols (half decades).
+C_GRID = tuple(float(c) for c in np.logspace(-4, 3, 15))
+HELDOUT_MAX = 10_000  # ALI's validation set size on MNIST
+SPREAD_ALPHA = 0.99  # Zhou et al. 2004: how much of a node's score comes from its neighbours
+SPREAD_NEIGHBOURS = 10
+SPREAD_COMPONENTS = 50
+
+
+class ProtocolOutput(NamedTuple):
+    """Predicted class of every test row, and what the protocol chose (e.g. ``{"C": 0.1}``)."""
+
+    predictions: np.ndarray
+    details: dict
+
+
+# --------------------------------------------------------------------------------------------- draws
+def balanced_draw(labels_train: np.ndarray, n_labels: int, rng: np.random.Generator) -> np.ndarray:
+    """Sorted positions into ``labels_train`` of ``n_labels`` rows, exactly ``n_labels / n_classes`` per class.
+
+    The classes are the distinct labels present. Raises UsageError for ``n_labels <= 0`` or not a multiple of
+    the class count, BadInputError when some class has fewer rows than it needs.
+    """
+    labels_train = np.asarray(labels_train)
+    classes = np.unique(labels_train)
+    if n_labels <= 0:
+        raise UsageError(f"--labels must be positive, got {n_labels}")
+    if len(classes) == 0:
+        raise BadInputError("no labelled training rows to draw from")
+    if n_labels % len(classes):
+        raise UsageError(f"--labels {n_labels} is not a multiple of the {len(classes)} classes (a balanced draw needs "
+                         f"the same count per class)")
+    per_class = n_labels // len(classes)
+    picked = []
+    for c in classes:
+        rows = np.flatnonzero(labels_train == c)
+        if len(rows) < per_class:
+            raise BadInputError(f"--labels {n_labels} needs {per_class} training rows of class {c}; only {len(rows)} "
+                                f"are available")
+        picked.append(rng.choice(rows, size=per_class, replace=False))
+    return np.sort(np.concatenate(picked))
+
+
+def heldout_size(n_train: int) -> int:
+    """ALI's validation set: 10,000 rows, capped at a sixth of train (MNIST's 60,000 -> exactly 10,000)."""
+    return min(HELDOUT_MAX, n_train // 6)
+
+
+# ----------------------------------------------------------------------------------------- helpers
+def standardiser(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and scale of each column (constant columns get scale 1, so they stay 0 instead of NaN)."""
+    features = np.asarray(features, dtype=np.float64)
+    mean = features.mean(axis=0)
+    std = features.std(axis=0)
+    std[std < 1e-8] = 1.0
+    return mean, std
+
+
+def _one_thread():
+    """BLAS on one thread: fits on ~100 rows are dominated by thread start-up and contention (10-100x slower on a
+    loaded 2-core machine with the default thread pool)."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+def _logistic(C: float):
+    from sklearn.linear_model import LogisticRegression
+
+    # lbfgs minimises the multinomial cross-entropy (sklearn's default for > 2 classes).
+    return LogisticRegression(C=C, max_iter=2000, tol=1e-4)
+
+
+def row_space(x: np.ndarray) -> np.ndarray:
+    """Orthonormal basis ``[D, r]`` (r <= n) of the span of the rows of ``x``.
+
+    With an L2 penalty the logistic weights lie in the span of the training rows (representer theorem), so a
+    fit on ``x @ basis`` (n x r) has the same optimum, predictions and loss as a fit on ``x`` (n x D): with
+    100 labels and 848-wide features that is 8x fewer columns and the same answer.
+    """
+    _, s, vt = np.linalg.svd(np.asarray(x, dtype=np.float64), full_matrices=False)
+    return vt[s > s.max() * 1e-10].T if s.size and s.max() > 0 else np.zeros((x.shape[1], 0))
+
+
+class LinearModel(NamedTuple):
+    basis: np.ndarray
+    model: object
+
+    def predict(self, x):
+        return self.model.predict(np.asarray(x, dtype=np.float64) @ self.basis)
+
+    def predict_proba(self, x):
+        return self.model.predict_proba(np.asarray(x, dtype=np.float64) @ self.basis)
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, C: float) -> LinearModel:
+    """L2 multinomial logistic regression (sklearn, lbfgs; intercept unpenalised) fitted in the row space of x."""
+    basis = row_space(x)
+    return LinearModel(basis, _logistic(C).fit(np.asarray(x, dtype=np.float64) @ basis, y))
+
+
+def _fit_predict(x_fit, y_fit, x_eval, C):
+    model = fit_logistic(x_fit, y_fit, C)
+    return model.predict(x_eval), model.predict_proba(x_eval), model.model.classes_
+
+
+def choose_c_cv(x: np.ndarray, y: np.ndarray, seed: int, grid: Sequence[float] = C_GRID, folds: int = 5) -> dict:
+    """C by stratified k-fold cross-validation on the labelled rows alone.
+
+    ``k = min(folds, smallest class count)``; with 10 labels per class that is 5 folds holding out 2 per class.
+    The best mean accuracy wins; ties (frequent with 20 validation rows) go to the lower mean log-loss, then to
+    the smaller C. With one row per class no fold is possible and the grid's median C is used.
+    """
+    from sklearn.model_selection import StratifiedKFold
+
+    counts = np.unique(y, return_counts=True)[1]
+    k = int(min(folds, counts.min()))
+    if k < 2:
+        return {"C": float(np.median(grid)), "cv_folds": 0}
+    splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+    accuracy = np.zeros(len(grid))
+    logloss = np.zeros(len(grid))
+    for fit_rows, val_rows in splitter.split(x, y):
+        for j, C in enumerate(grid):
+            pred, proba, classes = _fit_predict(x[fit_rows], y[fit_rows], x[val_rows], C)
+            accuracy[j] += (pred == y[val_rows]).mean() / k
+            col = np.searchsorted(classes, y[val_rows])
+            logloss[j] -= np.log(np.clip(proba[np.arange(len(col)), col], 1e-12, None)).mean() / k
+    best = min(range(len(grid)), key=lambda j: (-round(accuracy[j], 9), logloss[j], grid[j]))
+    return {"C": float(grid[best]), "cv_folds": k, "cv_accuracy": float(accuracy[best])}
+
+
+# --------------------------------------------------------------------------------------- protocols
+def prepare_standardised(features_train: np.ndarray, features_test: np.ndarray) -> dict:
+    """Standardise with the statistics of every train row (unlabelled rows included: no labels involved)."""
+    mean, std = standardiser(features_train)
+    return {"train": ((features_train - mean) / std).astype(np.float32),
+            "test": ((features_test - mean) / std).astype(np.float32)}
+
+
+def run_linear(features_train, labels_train, labelled_idx, features_test, seed, *, prepared=None, grid=C_GRID,
+               folds: int = 5) -> ProtocolOutput:
+    """Multinomial logistic regression on standardised features; C by cross-validation on the N labels."""
+    prepared = prepared or prepare_standardised(features_train, features_test)
+    x, y = prepared["train"][labelled_idx], np.asarray(labels_train)[labelled_idx]
+    with _one_thread():
+        choice = choose_c_cv(x, y, seed, grid, folds)
+        model = fit_logistic(x, y, choice["C"])
+    return ProtocolOutput(model.predict(prepared["test"]), choice)
+
+
+def run_linear_heldout(features_train, labels_train, labelled_idx, features_test, seed, *, heldout_idx,
+                       prepared=None, grid=C_GRID) -> ProtocolOutput:
+    """ALI's protocol: C with the best accuracy on the labelled held-out rows ``heldout_idx`` (ties: smaller C)."""
+    prepared = prepared or prepare_standardised(features_train, features_test)
+    labels_train = np.asarray(labels_train)
+    x, y = prepared["train"][labelled_idx], labels_train[labelled_idx]
+    xv, yv = prepared["train"][heldout_idx], labels_train[heldout_idx]
+    if (yv < 0).any():
+        raise ValueError("linear-heldout needs the labels of its held-out rows")
+    best_acc, best_model, best_c = -1.0, None, None
+    with _one_thread():
+        for C in grid:
+            model = fit_logistic(x, y, C)
+            acc = float((model.predict(xv) == yv).mean())
+            if acc > best_acc:
+                best_acc, best_model, best_c = acc, model, C
+    return ProtocolOutput(best_model.predict(prepared["test"]),
+                          {"C": float(best_c), "heldout": int(len(heldout_idx)), "heldout_accuracy": best_acc})
+
+
+def knn_graph(points: np.ndarray, k: int, batch: int = 2048):
+    """Symmetric sparse kNN graph (scipy CSR, weights 1) over the rows of ``points``; never an N x N dense matrix.
+
+    Exact neighbours by squared Euclidean distance, computed block by block with torch (``batch`` rows x N at a
+    time). An edge i-j exists when j is among i's k nearest or i among j's.
+    """
+    import scipy.sparse as sp
+    import torch
+
+    x = torch.from_numpy(np.ascontiguousarray(points, dtype=np.float32))
+    sq = (x * x).sum(1)
+    n = len(x)
+    k = min(k, n - 1)
+    cols = np.empty((n, k), dtype=np.int64)
+    for start in range(0, n, batch):
+        block = x[start : start + batch]
+        dist = sq[start : start + batch, None] - 2 * block @ x.T + sq[None, :]
+        dist[torch.arange(len(block)), torch.arange(start, start + len(block))] = float("inf")  # no self-loops
+        cols[start : start + len(block)] = dist.topk(k, dim=1, largest=False).indices.numpy()
+    rows = np.repeat(np.arange(n), k)
+    a = sp.csr_matrix((np.ones(n * k, dtype=np.float64), (rows, cols.ravel())), shape=(n, n))
+    return a.maximum(a.T).tocsr()
+
+
+def prepare_spread(features_train, features_test, *, components: int = SPREAD_COMPONENTS,
+                   neighbours: int = SPREAD_NEIGHBOURS) -> dict:
+    """Standardise (train statistics), project on the top principal components of train + test, build the
+    normalised kNN graph S = D^-1/2 W D^-1/2 over train + test rows."""
+    import scipy.sparse as sp
+
+    mean, std = standardiser(features_train)
+    x = (np.concatenate([features_train, features_test]) - mean) / std
+    if x.shape[1] > components:
+        x = x - x.mean(axis=0)
+        # Top right singular vectors of the centred data via the (D x D) covariance: exact and deterministic.
+        cov = x.T @ x
+        _, vecs = np.linalg.eigh(cov)
+        x = x @ vecs[:, ::-1][:, :components]
+    w = knn_graph(x, neighbours)
+    d = np.asarray(w.sum(axis=1)).ravel()
+    inv = sp.diags(1.0 / np.sqrt(d))
+    return {"S": (inv @ w @ inv).tocsr(), "n_train": len(features_train),
+            "components": int(x.shape[1]), "neighbours": int(neighbours)}
+
+
+def run_spread(features_train, labels_train, labelled_idx, features_test, seed, *, prepared=None,
+               alpha: float = SPREAD_ALPHA, tol: float = 1e-6) -> ProtocolOutput:
+    """Label spreading (Zhou et al. 2004) on a kNN graph of train + test: F = (1 - alpha) (I - alpha S)^-1 Y.
+
+    Solved per class by conjugate gradients on the sparse SPD system (I - alpha S) F = Y (the constant
+    1 - alpha does not change the argmax). Transductive: the test rows are nodes of the graph.
+    """
+    import scipy.sparse as sp
+    from scipy.sparse.linalg import cg
+
+    prepared = prepared or prepare_spread(features_train, features_test)
+    S, n_train = prepared["S"], prepared["n_train"]
+    labels_train = np.asarray(labels_train)
+    classes = np.unique(labels_train[labelled_idx])
+    n = S.shape[0]
+    A = (sp.identity(n, format="csr") - alpha * S).tocsr()
+    scores = np.zeros((n, len(classes)))
+    for j, c in enumerate(classes):
+        y = np.zeros(n)
+        y[labelled_idx[labels_train[labelled_idx] == c]] = 1.0
+        scores[:, j], _ = cg(A, y, rtol=tol, maxiter=2000)
+    return ProtocolOutput(classes[scores[n_train:].argmax(axis=1)],
+                          {"alpha": alpha, "neighbours": prepared["neighbours"], "components": prepared["components"]})
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """A registered protocol: how to run it and what a reader of its numbers must know."""
+
+    name: str
+    classifier: str
+    run: Callable[..., ProtocolOutput]
+    prepare: Callable[[np.ndarray, np.ndarray], dict] | None = None
+    transductive: bool = False
+    uses_heldout_labels: bool = False
+    needs_checkpoint: bool = False
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+PROTOCOLS: dict[str, Protocol] = {}
+
+
+def register_protocol(protocol: Protocol) -> Protocol:
+    PROTOCOLS[protocol.name] = protocol
+    return protocol
+
+
+register_protocol(Protocol(
+    name="linear",
+    classifier="multinomial logistic regression (L2, lbfgs) on standardised features; C from "
+               f"{len(C_GRID)} values in [1e-4, 1e3] by stratified 5-fold cross-validation on the labelled rows",
+    run=run_linear,
+    prepare=prepare_standardised,
+    notes=("realistic: hyperparameters chosen with the N labelled rows alone",),
+))
+register_protocol(Protocol(
+    name="linear-heldout",
+    classifier="multinomial logistic regression (L2, lbfgs) on standardised features; C from "
+               f"{len(C_GRID)} values in [1e-4, 1e3] by accuracy on a labelled validation set held out from the "
+               "end of train (ALI's protocol)",
+    run=run_linear_heldout,
+    prepare=prepare_standardised,
+    uses_heldout_labels=True,
+    notes=("uses more labels than N: the held-out validation rows' labels choose C (ALI's protocol)",),
+))
+register_protocol(Protocol(
+    name="spread",
+    classifier=f"label spreading (alpha {SPREAD_ALPHA}) on a symmetric {SPREAD_NEIGHBOURS}-NN graph of train + test "
+               f"features (standardised, top {SPREAD_COMPONENTS} principal components)",
+    run=run_spread,
+    prepare=prepare_spread,
+    transductive=True,
+    notes=("transductive: the unlabelled test features are part of the graph (their labels are never used)",),
+))
+
+
+def get_protocols(name: str) -> list[Protocol]:
+    """One protocol by name, or every array protocol (and ``finetune`` when registered) for ``all``."""
+    if name == "all":
+        return list(PROTOCOLS.values())
+    if name not in PROTOCOLS:
+        raise UsageError(f"unknown protocol {name!r}; choose all, {', '.join(PROTOCOLS)}")
+    return [PROTOCOLS[name]]
+
+
+# -------------------------------------------------------------------------------------------- runs
+def evaluate(
+    features_train: np.ndarray,
+    labels_train: np.ndarray,
+    features_test: np.ndarray,
+    labels_test: np.ndarray,
+    *,
+    n_labels: int,
+    protocol: str = "linear",
+    seeds: int = 10,
+    seed_base: int = 0,
+    on_step: Callable[[str, int], None] | None = None,
+    options: Mapping[str, Mapping] | None = None,
+) -> dict:
+    """Run one protocol (or ``all``) for seeds ``seed_base .. seed_base + seeds - 1``; error on every test row.
+
+    The labelled draw of a seed depends only on the seed and the labels: ``balanced_draw`` with
+    ``numpy.random.default_rng(seed)`` over the train rows before the held-out block (the last
+    :func:`heldout_size` rows of train), so every protocol sees the same draw for the same seed and the
+    held-out rows are never in it. Errors are percentages; ``error_std`` is the sample standard deviation
+    (ddof 1; 0 for one seed). ``on_step(protocol, seed)`` is called after each run (progress bars).
+
+    Returns the single protocol's result dict, or ``{"protocols": {name: result}}`` for ``all``.
+    """
+    if seeds < 1:
+        raise UsageError(f"--seeds must be at least 1, got {seeds}")
+    labels_train = np.asarray(labels_train)
+    labels_test = np.asarray(labels_test)
+    if len(features_test) == 0:
+        raise BadInputError("no test rows to measure the error on")
+    protocols = get_protocols(protocol)
+    n_train = len(labels_train)
+    n_heldout = heldout_size(n_train)
+    pool = np.arange(n_train - n_heldout)
+    heldout_idx = np.arange(n_train - n_heldout, n_train)
+    seed_list = [seed_base + k for k in range(seeds)]
+    draws = {s: pool[balanced_draw(labels_train[pool], n_labels, np.random.default_rng(s))] for s in seed_list}
+
+    results = {}
+    for proto in protocols:
+        if proto.needs_checkpoint:
+            raise UsageError(f"protocol {proto.name} needs a checkpoint SOURCE, not a features file")
+        start = time.perf_counter()
+        prepared = proto.prepare(features_train, features_test) if proto.prepare else None
+        extra = dict((options or {}).get(proto.name, {}))
+        if proto.uses_heldout_labels:
+            extra["heldout_idx"] = heldout_idx
+        runs = []
+        for s in seed_list:
+            labelled = draws[s]
+            visible = np.full(n_train, -1, dtype=np.int64)
+            visible[labelled] = labels_train[labelled]
+            if proto.uses_heldout_labels:
+                visible[heldout_idx] = labels_train[heldout_idx]
+            out = proto.run(features_train, visible, labelled, features_test, s, prepared=prepared, **extra)
+            error = 100.0 * float((np.asarray(out.predictions) != labels_test).mean())
+            runs.append({"seed": s, "error": error, **out.details})
+            if on_step:
+                on_step(proto.name, s)
+        results[proto.name] = summarise(proto, runs, n_labels, time.perf_counter() - start,
+                                        n_heldout if proto.uses_heldout_labels else 0)
+    if protocol == "all":
+        return {"protocols": results}
+    return results[protocols[0].name]
+
+
+def summarise(proto: Protocol, runs: list[dict], n_labels: int, seconds: float, n_heldout: int = 0) -> dict:
+    """The result dict of one protocol: JSON keys of DESIGN.md plus what a reader must know about the numbers."""
+    errors = np.array([r["error"] for r in runs])
+    return {
+        "labels": n_labels,
+        "labels_used": n_labels + n_heldout,
+        "protocol": proto.name,
+        "classifier": proto.classifier,
+        "transductive": proto.transductive,
+        "notes": list(proto.notes),
+        "error_mean": float(errors.mean()),
+        "error_std": float(errors.std(ddof=1)) if len(errors) > 1 else 0.0,
+        "runs": runs,
+        "seconds": round(seconds, 3),
+    }
+
+
+# ----------------------------------------------------------------------------------------- sources
+class Features(NamedTuple):
+    """Train and test rows of one feature choice, with their class labels."""
+
+    train: np.ndarray
+    labels_train: np.ndarray
+    test: np.ndarray
+    labels_test: np.ndarray
+    levels: tuple[str, ...]
+
+
+def parse_levels(spec: str | None, available: Sequence[str]) -> tuple[str, ...]:
+    """``z1``, ``z2``, ``z1+z2``... -> level names; None -> every level of the file (z1+z2 for hali-mnist)."""
+    if not spec:
+        return tuple(available)
+    levels = tuple(p.strip() for p in spec.split("+") if p.strip())
+    unknown = [lv for lv in levels if lv not in available]
+    if unknown or not levels:
+        raise UsageError(f"--features {spec!r}: no level {', '.join(unknown) or spec!r}; "
+                         f"choose from {', '.join(available)} or joined with + (e.g. {'+'.join(available)})")
+    return levels
+
+
+def load_features(path, levels: str | None = None) -> Features:
+    """Read the train and test rows of ``levels`` (concatenated in the order given) and the class labels.
+
+    Rows of a ``valid`` split are not used. BadInputError when the file has no class labels or no train or test rows.
+    """
+    from halitool.features import open_features
+
+    with open_features(path) as f:
+        labels = f.labels
+        if labels is None:
+            raise BadInputError(f"{f.path}: has no class labels (labels/class); semisup needs them")
+        chosen = parse_levels(levels, f.levels)
+        train, test = f.rows("train"), f.rows("test")
+        for name, rows in (("train", train), ("test", test)):
+            if len(rows) == 0:
+                raise BadInputError(f"{f.path}: has no {name} rows")
+        parts = [[f.read_level(lv, rows) for lv in chosen] for rows in (train, test)]
+        return Features(np.concatenate(parts[0], axis=1), labels[train], np.concatenate(parts[1], axis=1),
+                        labels[test], chosen)
+
+
+def is_features_file(path) -> bool:
+    """True for an HDF5 file (by its signature), the only kind of features file there is."""
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.is_file():
+        return False
+    with open(path, "rb") as fh:
+        return fh.read(8) == b"\x89HDF\r\n\x1a\n"
+
+
+def cached_features(checkpoint: str, data_spec: str, *, device: str = "auto", console=None) -> "object":
+    """The features file of ``checkpoint`` on ``data_spec``, extracted once into the cache and reused.
+
+    Cache: ``data_home()/features/<checkpoint sha256[:16]>-<key>.h5`` where key hashes the data set root and the
+    extraction options (all splits, every level, posterior mean, seed 0), so a retrained checkpoint or another data
+    folder never reuses a stale file.
+    """
+    import hashlib
+    import json
+
+    from halitool.checkpoint import resolve_checkpoint
+    from halitool.data import data_home, parse_spec
+    from halitool.extract import extract_features
+    from halitool.fileio import require_file, sha256_file
+
+    path = require_file(resolve_checkpoint(checkpoint), "checkpoint")
+    sha = sha256_file(path)
+    kind, root = parse_spec(data_spec)
+    options = {"dataset": kind, "root": str(root.resolve()), "split": "all", "levels": None, "latent": "mean", "seed": 0}
+    key = hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:12]
+    cache = data_home() / "features" / f"{sha[:16]}-{kind}-{key}.h5"
+    if cache.exists():
+        try:
+            from halitool.features import open_features
+
+            with open_features(cache) as f:
+                if f.attrs.get("checkpoint_sha256") in (sha, None, ""):
+                    return cache
+        except BadInputError:
+            pass  # a damaged cache entry is rebuilt below
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    extract_features(str(path), f"{kind}:{root}", cache, split="all", levels=None, latent="mean", seed=0,
+                     device=device, force=True, console=console)
+    return cache
+
+
+def semisup(
+    source: str | None,
+    *,
+    n_labels: int,
+    protocol: str = "linear",
+    levels: str | None = None,
+    seeds: int = 10,
+    seed_base: int = 0,
+    data: str | None = None,
+    device: str = "auto",
+    console=None,
+    on_step: Callable[[str, int], None] | None = None,
+) -> dict:
+    """``halitool semisup``: resolve SOURCE to a features file, run :func:`evaluate`, add provenance.
+
+    SOURCE is a features file (HDF5), a checkpoint path or shipped name (features extracted once into the cache by
+    :func:`cached_features`), or None: the shipped ``hali-mnist`` on MNIST (``data`` or the default root, fetched
+    when the folder lacks the files).
+    """
+    start = time.perf_counter()
+    if source is not None and is_features_file(source):
+        if data is not None:
+            raise UsageError("--data applies to a checkpoint SOURCE; a features file already holds its data set")
+        features_path, checkpoint = source, None
+    else:
+        checkpoint = source or "hali-mnist"
+        data = data or "mnist"
+        if source is None:
+            _ensure_mnist(data, console)
+        features_path = cached_features(checkpoint, data, device=device, console=console)
+    feats = load_features(features_path, levels)
+    result = evaluate(feats.train, feats.labels_train, feats.test, feats.labels_test, n_labels=n_labels,
+                      protocol=protocol, seeds=seeds, seed_base=seed_base, on_step=on_step)
+    provenance = {"source": str(source) if source else "hali-mnist", "features_file": str(features_path),
+                  "features": "+".join(feats.levels),
+                  "splits": {"train": int(len(feats.train)), "test": int(len(feats.test))}}
+    if "protocols" in result:
+        for entry in result["protocols"].values():
+            entry["features"] = provenance["features"]
+        best = min(result["protocols"], key=lambda name: result["protocols"][name]["error_mean"])
+        result = {"labels": n_labels, "protocol": "all", "best": best, **provenance, **result}
+    else:
+        result = {**result, **provenance}
+    result["seconds"] = round(time.perf_counter() - start, 3)
+    return result
+
+
+def _ensure_mnist(spec: str, console) -> None:
+    from halitool.data import parse_spec
+    from halitool.data.fetch import fetch_mnist
+    from halitool.data.mnist import MNIST_FILES
+
+    kind, root = parse_spec(spec)
+    if kind == "mnist" and not all((root / name).exists() or (root / f"{name}.gz").exists() for name in MNIST_FILES):
+        from halitool.console import default_console
+
+        fetch_mnist(root, console or default_console())
