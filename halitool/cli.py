@@ -78,6 +78,9 @@ def _register_commands() -> None:
     from halitool.commands.info import info_command
 
     cli.add_command(info_command)
+    from halitool.commands.semisup import semisup_command
+
+    cli.add_command(semisup_command)
 
 
 _register_commands()
