@@ -1,0 +1,486 @@
+"""Linear attribute probes: metrics, solvers and the selection protocol, as pure functions over arrays.
+
+Every probe is an L2-regularised logistic regression with an unpenalised intercept, in scikit-learn's
+parametrisation: minimise ``C * sum_i s_i * loss_i + 0.5 * ||w||^2`` (``s_i`` are class weights, 1 without
+them), which has the same optimum as ``mean_i s_i * loss_i + lambda / 2 * ||w||^2`` with ``lambda = 1 / (C n)``.
+
+Solvers (registry :data:`SOLVERS`) fit every attribute at every C of a grid and return the weights in the
+standardised feature space; :func:`probe_arrays` runs the protocol (standardise on train, select C per attribute
+on the selection rows, evaluate on test once). See docs/probes.md.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+from halitool.errors import UsageError
+
+METRICS = ("accuracy", "balanced_accuracy")
+CLASS_WEIGHTS = ("none", "balanced")
+DEFAULT_C_GRID = "1e-4:1e2:10"
+HOLDOUT_FRACTION = 0.15
+
+
+# metrics ----------------------------------------------------------------------------------------------
+def accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Fraction of predictions equal to the truth (NaN for no rows)."""
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    return float(np.mean(y_true == y_pred)) if len(y_true) else math.nan
+
+
+def balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Mean recall over the classes present in ``y_true`` (scikit-learn's definition; NaN for no rows)."""
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    recalls = [np.mean(y_pred[y_true == c] == c) for c in np.unique(y_true)]
+    return float(np.mean(recalls)) if recalls else math.nan
+
+
+def auroc(y_true: np.ndarray, scores: np.ndarray) -> float:
+    """Area under the ROC curve for 0/1 ``y_true``; tied scores count one half. NaN when a class is absent."""
+    y_true = np.asarray(y_true).astype(bool)
+    scores = np.asarray(scores, dtype=np.float64)
+    n_pos = int(y_true.sum())
+    n_neg = len(y_true) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return math.nan
+    ranks = _average_ranks(scores)
+    # Mann-Whitney U: the sum of the positives' ranks less its minimum, over all positive-negative pairs.
+    return float((ranks[y_true].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def _average_ranks(values: np.ndarray) -> np.ndarray:
+    """1-based ranks; tied values share the mean of the ranks they span."""
+    order = np.argsort(values, kind="mergesort")
+    sorted_values = values[order]
+    starts = np.flatnonzero(np.r_[True, sorted_values[1:] != sorted_values[:-1]])
+    ends = np.r_[starts[1:], len(values)]
+    mean_rank = (starts + ends + 1) / 2.0  # ranks starts+1 .. ends
+    ranks = np.empty(len(values), dtype=np.float64)
+    ranks[order] = np.repeat(mean_rank, ends - starts)
+    return ranks
+
+
+METRIC_FUNCTIONS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
+    "accuracy": accuracy,
+    "balanced_accuracy": balanced_accuracy,
+}
+
+
+# options --------------------------------------------------------------------------------------------
+def parse_c_grid(text: str) -> np.ndarray:
+    """``"1e-4:1e2:10"`` (10 log-spaced values from 1e-4 to 1e2) or ``"0.01,0.1,1"``; sorted, unique, > 0."""
+    text = text.strip()
+    try:
+        if ":" in text:
+            parts = text.split(":")
+            if len(parts) != 3:
+                raise ValueError
+            low, high, count = float(parts[0]), float(parts[1]), int(parts[2])
+            if low <= 0 or high < low or count < 1:
+                raise ValueError
+            grid = np.geomspace(low, high, count)
+        else:
+            grid = np.array([float(v) for v in text.split(",") if v.strip()])
+    except ValueError:
+        raise UsageError(f"--C-grid {text!r}: expected LOW:HIGH:COUNT (log grid) or a comma list of positive numbers") from None
+    if len(grid) == 0 or not np.all(np.isfinite(grid)) or np.any(grid <= 0):
+        raise UsageError(f"--C-grid {text!r}: values must be positive and finite")
+    return np.unique(grid)
+
+
+def stratify_key(attributes: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
+    """The key a stratified draw keeps proportional: the class label when there is one, else the rarest
+    non-constant attribute (the one a random draw is most likely to leave without positives)."""
+    if labels is not None:
+        return np.asarray(labels)
+    attributes = np.asarray(attributes)
+    rates = attributes.mean(axis=0) if len(attributes) else np.zeros(attributes.shape[1])
+    minority = np.minimum(rates, 1 - rates)
+    if attributes.shape[1] == 0 or minority.max() == 0:
+        return np.zeros(len(attributes), dtype=np.int64)
+    minority[minority == 0] = np.inf
+    return attributes[:, int(np.argmin(minority))]
+
+
+def stratified_subset(key: np.ndarray, n_select: int, rng: np.random.Generator) -> np.ndarray:
+    """Sorted indices of ``n_select`` rows drawn without replacement, each value of ``key`` in proportion."""
+    key = np.asarray(key)
+    n = len(key)
+    n_select = int(min(max(n_select, 0), n))
+    values, inverse = np.unique(key, return_inverse=True)
+    counts = np.bincount(inverse, minlength=len(values))
+    # Largest-remainder apportionment: exact total, every stratum within one row of its share.
+    exact = counts * n_select / max(n, 1)
+    take = np.floor(exact).astype(int)
+    short = n_select - take.sum()
+    take[np.argsort(-(exact - take), kind="stable")[:short]] += 1
+    chosen = [rng.choice(np.flatnonzero(inverse == v), size=k, replace=False) for v, k in enumerate(take) if k]
+    return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
+
+
+# solvers ---------------------------------------------------------------------------------------------
+@dataclass
+class PathFit:
+    """Weights of every attribute at every C, in the standardised feature space: ``scores = x @ W[c, a] + b[c, a]``."""
+
+    Cs: np.ndarray  # [nC]
+    W: np.ndarray  # [nC, A, D] float32
+    b: np.ndarray  # [nC, A] float32
+    iterations: np.ndarray  # [nC, A] solver iterations spent on each sub-problem
+    info: dict = field(default_factory=dict)
+
+
+def class_weights(Y: np.ndarray, class_weight: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per-attribute weights of positives and negatives; ``balanced`` is scikit-learn's n / (2 * n_class)."""
+    Y = np.asarray(Y)
+    n, A = Y.shape
+    if class_weight == "none":
+        return np.ones(A), np.ones(A)
+    if class_weight != "balanced":
+        raise UsageError(f"unknown class weight {class_weight!r}; choose {', '.join(CLASS_WEIGHTS)}")
+    n_pos = Y.sum(axis=0).astype(np.float64)
+    n_neg = n - n_pos
+    with np.errstate(divide="ignore"):
+        return np.where(n_pos > 0, n / (2 * n_pos), 0.0), np.where(n_neg > 0, n / (2 * n_neg), 0.0)
+
+
+def fit_path_sklearn(X: np.ndarray, Y: np.ndarray, Cs: Sequence[float], *, class_weight: str = "none",
+                     device: str = "cpu", on_step: Callable[[int], None] | None = None, **_ignored) -> PathFit:
+    """The reference: one scikit-learn ``LogisticRegression(solver="lbfgs")`` per attribute and C."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+
+    X = np.asarray(X, dtype=np.float64)
+    Y = np.asarray(Y)
+    Cs = np.asarray(Cs, dtype=np.float64)
+    n, D = X.shape
+    A = Y.shape[1]
+    W = np.zeros((len(Cs), A, D), dtype=np.float32)
+    b = np.zeros((len(Cs), A), dtype=np.float32)
+    iterations = np.zeros((len(Cs), A), dtype=np.int64)
+    for c, C in enumerate(Cs):
+        for a in range(A):
+            model = LogisticRegression(C=float(C), solver="lbfgs", max_iter=1000, tol=1e-4,
+                                       class_weight=None if class_weight == "none" else class_weight)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                model.fit(X, Y[:, a])
+            W[c, a], b[c, a], iterations[c, a] = model.coef_[0], model.intercept_[0], int(model.n_iter_[0])
+        if on_step:
+            on_step(1)
+    return PathFit(Cs, W, b, iterations, {"solver": "sklearn"})
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device is available")
+    return device
+
+
+def fit_path_torch(X: np.ndarray, Y: np.ndarray, Cs: Sequence[float], *, class_weight: str = "none",
+                   device: str = "cpu", tol: float = 1e-4, max_iter: int = 500, memory: int = 10,
+                   init: tuple[np.ndarray, np.ndarray] | None = None,
+                   on_step: Callable[[int], None] | None = None) -> PathFit:
+    """Every attribute at every C from one shared float32 matrix, each sub-problem converging on its own.
+
+    The features are rotated once onto the eigenvectors of their Gram matrix (the L2 penalty is invariant under
+    rotations, so the optimum is the same). The C path runs from strong to weak regularisation, each C warm-started
+    from the previous one; at each C all attributes run a batched L-BFGS whose every column has its own
+    curvature history, its own step length and its own stopping test (max |gradient| <= ``tol`` on the
+    mean-loss objective, as scikit-learn's lbfgs uses), preconditioned by the diagonal of its own Hessian in the
+    rotated basis. A column that has converged leaves the batch. ``init`` = (W [A, D], b [A]) starts the first C.
+    """
+    import torch
+
+    device = resolve_device(device)
+    Cs = np.asarray(Cs, dtype=np.float64)
+    X_t = torch.as_tensor(np.asarray(X, dtype=np.float32), device=device)
+    n, D = X_t.shape
+    Y_t = torch.as_tensor(np.asarray(Y, dtype=np.float32), device=device)
+    A = Y_t.shape[1]
+    w_pos, w_neg = (torch.as_tensor(w, dtype=torch.float32, device=device) for w in class_weights(Y, class_weight))
+    # The Gram matrix in float64: its small eigenvalues set the preconditioner of weakly regularised fits.
+    gram = (X_t.T.double() @ X_t.double()) / n
+    _, V64 = torch.linalg.eigh(gram)
+    V = V64.float()
+    Z = X_t @ V
+    del X_t
+    Z2 = Z * Z
+    U = torch.zeros(D, A, device=device)
+    b = torch.zeros(A, device=device)
+    if init is not None:
+        U = V.T @ torch.as_tensor(np.asarray(init[0], dtype=np.float32), device=device).T
+        b = torch.as_tensor(np.asarray(init[1], dtype=np.float32), device=device).clone()
+    W_out = np.zeros((len(Cs), A, D), dtype=np.float32)
+    b_out = np.zeros((len(Cs), A), dtype=np.float32)
+    iterations = np.zeros((len(Cs), A), dtype=np.int64)
+    order = np.argsort(Cs)  # strong regularisation (small C) first: each fit warm-starts the next
+    for c in order:
+        lam = torch.full((A,), 1.0 / (Cs[c] * n), device=device)
+        U, b, its = _lbfgs_columns(Z, Z2, Y_t, w_pos, w_neg, lam, U, b, tol=tol, max_iter=max_iter, memory=memory)
+        W_out[c] = (V @ U).T.cpu().numpy()
+        b_out[c] = b.cpu().numpy()
+        iterations[c] = its
+        if on_step:
+            on_step(1)
+    return PathFit(Cs, W_out, b_out, iterations, {"solver": "torch", "device": device})
+
+
+def _objective(M, Y, S, U, lam, n):
+    """Per-column mean weighted logistic loss + lambda/2 ||U||^2 at margins M."""
+    import torch
+
+    loss = torch.nn.functional.softplus(M) - Y * M
+    return (S * loss).sum(0) / n + 0.5 * lam * (U * U).sum(0)
+
+
+def _lbfgs_columns(Z, Z2, Y, w_pos, w_neg, lam, U0, b0, *, tol, max_iter, memory):
+    """Batched L-BFGS over independent columns; returns (U, b, iterations per column)."""
+    import torch
+
+    n, D = Z.shape
+    K = Y.shape[1]
+    dev = Z.device
+    U_out, b_out = U0.clone(), b0.clone()
+    its_out = np.zeros(K, dtype=np.int64)
+    cols = torch.arange(K, device=dev)  # which original columns are still active
+    Yc = Y
+    S = Yc * w_pos + (1 - Yc) * w_neg  # per-sample weight of each column
+    lam_c = lam
+    U, b = U0.clone(), b0.clone()
+    M = Z @ U + b
+    P = torch.sigmoid(M)
+    R = S * (P - Yc) / n
+    gU = Z.T @ R + lam_c * U
+    gb = R.sum(0)
+    f = _objective(M, Yc, S, U, lam_c, n)
+    # Preconditioner: the diagonal of each column's Hessian in the rotated basis, at the starting point.
+    curv = S * P * (1 - P) / n
+    pU = Z2.T @ curv + lam_c
+    pb = curv.sum(0).clamp_min(1e-12)
+    pU = pU.clamp_min(1e-12)
+    hist_sU = torch.zeros(memory, D, K, device=dev)
+    hist_sb = torch.zeros(memory, K, device=dev)
+    hist_yU = torch.zeros(memory, D, K, device=dev)
+    hist_yb = torch.zeros(memory, K, device=dev)
+    rho = torch.zeros(memory, K, device=dev)
+    gamma = torch.ones(K, device=dev)
+    slot = 0
+    filled = 0
+    its = torch.zeros(K, dtype=torch.long, device=dev)
+    stop = torch.zeros(K, dtype=torch.bool, device=dev)
+    for it in range(max_iter + 1):
+        gmax = torch.maximum(gU.abs().amax(0), gb.abs())
+        done = (gmax <= tol) | (its >= max_iter) | stop
+        if bool(done.any()):
+            idx = cols[done]
+            U_out[:, idx], b_out[idx] = U[:, done], b[done]
+            its_out[idx.cpu().numpy()] = its[done].cpu().numpy()
+            keep = ~done
+            if not bool(keep.any()):
+                break
+            cols, Yc, S, lam_c, U, b, M, R, gU, gb, f = (
+                cols[keep], Yc[:, keep], S[:, keep], lam_c[keep], U[:, keep], b[keep], M[:, keep], R[:, keep],
+                gU[:, keep], gb[keep], f[keep])
+            pU, pb, gamma, its, stop = pU[:, keep], pb[keep], gamma[keep], its[keep], stop[keep]
+            hist_sU, hist_sb, hist_yU, hist_yb, rho = (
+                hist_sU[:, :, keep], hist_sb[:, keep], hist_yU[:, :, keep], hist_yb[:, keep], rho[:, keep])
+        # Two-loop recursion with H0 = gamma * diag(1 / p): newest pair first, then oldest first.
+        qU, qb = gU.clone(), gb.clone()
+        alphas = []
+        for j in range(filled):
+            k = (slot - 1 - j) % memory
+            alpha = rho[k] * ((hist_sU[k] * qU).sum(0) + hist_sb[k] * qb)
+            qU -= alpha * hist_yU[k]
+            qb -= alpha * hist_yb[k]
+            alphas.append((k, alpha))
+        rU, rb = gamma * qU / pU, gamma * qb / pb
+        for k, alpha in reversed(alphas):
+            beta = rho[k] * ((hist_yU[k] * rU).sum(0) + hist_yb[k] * rb)
+            rU += (alpha - beta) * hist_sU[k]
+            rb += (alpha - beta) * hist_sb[k]
+        dU, db = -rU, -rb
+        slope = (gU * dU).sum(0) + gb * db
+        # A direction that does not descend (a stale history): restart that column along -H0 g.
+        bad = slope >= 0
+        if bool(bad.any()):
+            dU = torch.where(bad, -gU / pU, dU)
+            db = torch.where(bad, -gb / pb, db)
+            slope = (gU * dU).sum(0) + gb * db
+            rho[:, bad] = 0
+        # Margins are linear in the step, so every trial step length costs elementwise work only.
+        Md = Z @ dU + db
+        t = torch.ones_like(f)
+        for _ in range(30):
+            f_new = _objective(M + t * Md, Yc, S, U + t * dU, lam_c, n)
+            ok = f_new <= f + 1e-4 * t * slope
+            if bool(ok.all()):
+                break
+            t = torch.where(ok, t, 0.5 * t)
+        stalled = ~ok  # float32 cannot resolve a decrease any more: as converged as this precision allows
+        t = torch.where(stalled, torch.zeros_like(t), t)
+        sU, sb = t * dU, t * db
+        U, b = U + sU, b + sb
+        M = M + t * Md
+        f = torch.where(stalled, f, f_new)
+        P = torch.sigmoid(M)
+        R = S * (P - Yc) / n
+        gU_new = Z.T @ R + lam_c * U
+        gb_new = R.sum(0)
+        yU, yb = gU_new - gU, gb_new - gb
+        sy = (sU * yU).sum(0) + sb * yb
+        good = sy > 1e-12
+        hist_sU[slot], hist_sb[slot], hist_yU[slot], hist_yb[slot] = sU, sb, yU, yb
+        rho[slot] = torch.where(good, 1.0 / sy.clamp_min(1e-30), torch.zeros_like(sy))
+        yHy = ((yU * yU) / pU).sum(0) + yb * yb / pb
+        gamma = torch.where(good, sy / yHy.clamp_min(1e-30), gamma)
+        slot = (slot + 1) % memory
+        filled = min(filled + 1, memory)
+        gU, gb = gU_new, gb_new
+        its = its + 1
+        stop = stalled
+    return U_out, b_out, its_out
+
+
+SOLVERS: dict[str, Callable[..., PathFit]] = {"torch": fit_path_torch, "sklearn": fit_path_sklearn}
+
+
+# protocol --------------------------------------------------------------------------------------------
+@dataclass
+class Standardizer:
+    """Feature-wise affine map fitted on training rows; constant features map to 0."""
+
+    mean: np.ndarray
+    scale: np.ndarray
+
+    @classmethod
+    def fit(cls, X: np.ndarray) -> "Standardizer":
+        X = np.asarray(X, dtype=np.float64)
+        mean = X.mean(axis=0)
+        std = X.std(axis=0)
+        return cls(mean, np.where(std > 0, std, 1.0))
+
+    def __call__(self, X: np.ndarray) -> np.ndarray:
+        return ((np.asarray(X, dtype=np.float64) - self.mean) / self.scale).astype(np.float32)
+
+
+def probe_arrays(
+    X_train: np.ndarray, Y_train: np.ndarray, X_valid: np.ndarray, Y_valid: np.ndarray,
+    X_test: np.ndarray, Y_test: np.ndarray, *, names: Sequence[str], Cs: Sequence[float],
+    metric: str = "accuracy", class_weight: str = "none", solver: str = "torch", device: str = "cpu",
+    seed: int = 0, stratify: np.ndarray | None = None, on_step: Callable[[int], None] | None = None,
+) -> dict:
+    """The probe protocol for one feature set; returns the level's result dict (DESIGN.md keys) plus ``selection``.
+
+    1. Standardise with the statistics of the training rows.
+    2. Fit every non-constant attribute at every C on the training rows. When there are no valid rows, a
+       stratified ``HOLDOUT_FRACTION`` of train (drawn with ``seed``, stratified on ``stratify``) is held out
+       first and the fits use the rest.
+    3. Per attribute, choose the C whose ``metric`` is best on the valid rows (or the hold-out); ties go to the
+       smaller C (stronger regularisation).
+    4. With valid rows, the train fit at the chosen C is the final model (it was fitted on all of train). With a
+       hold-out, refit on all of train at the chosen C.
+    5. Evaluate on the test rows once: accuracy, balanced accuracy, AUROC.
+    An attribute constant in train is predicted as that constant (AUROC NaN, C None), never fitted.
+    Test rows enter only step 5.
+    """
+    if metric not in METRIC_FUNCTIONS:
+        raise UsageError(f"unknown metric {metric!r}; choose {', '.join(METRICS)}")
+    if solver not in SOLVERS:
+        raise UsageError(f"unknown solver {solver!r}; choose {', '.join(SOLVERS)}")
+    fit_path = SOLVERS[solver]
+    Y_train, Y_valid, Y_test = (np.asarray(Y, dtype=np.int8) for Y in (Y_train, Y_valid, Y_test))
+    Cs = np.sort(np.asarray(Cs, dtype=np.float64))
+    n_train, A = Y_train.shape
+    standardize = Standardizer.fit(X_train)
+    Xtr = standardize(X_train)
+
+    if len(Y_valid):
+        fit_rows = np.arange(n_train)
+        X_sel, Y_sel = standardize(X_valid), Y_valid
+        selection = {"split": "valid", "n": int(len(Y_valid))}
+    else:
+        rng = np.random.default_rng(seed)
+        key = stratify if stratify is not None else stratify_key(Y_train)
+        held = stratified_subset(key, int(round(HOLDOUT_FRACTION * n_train)), rng)
+        fit_rows = np.setdiff1d(np.arange(n_train), held)
+        X_sel, Y_sel = Xtr[held], Y_train[held]
+        selection = {"split": "train_holdout", "n": int(len(held)), "fraction": HOLDOUT_FRACTION, "seed": seed}
+
+    rate_fit = Y_train[fit_rows].mean(axis=0) if len(fit_rows) else np.zeros(A)
+    fitted = np.flatnonzero((rate_fit > 0) & (rate_fit < 1))
+    chosen = np.full(A, -1)
+    W_final = np.zeros((A, Xtr.shape[1]), dtype=np.float32)
+    b_final = np.zeros(A, dtype=np.float32)
+    if len(fitted):
+        path = fit_path(Xtr[fit_rows], Y_train[fit_rows][:, fitted], Cs, class_weight=class_weight,
+                        device=device, on_step=on_step)
+        score_fn = METRIC_FUNCTIONS[metric]
+        for j, a in enumerate(fitted):
+            scores = X_sel @ path.W[:, j].T + path.b[:, j]  # [n_sel, nC]
+            values = [score_fn(Y_sel[:, a], (scores[:, c] > 0).astype(np.int8)) for c in range(len(Cs))]
+            chosen[a] = int(np.argmax(values))  # the first maximum: the smallest C
+            W_final[a], b_final[a] = path.W[chosen[a], j], path.b[chosen[a], j]
+        if selection["split"] == "train_holdout":
+            # Refit on all of train at each attribute's chosen C, warm-started from the hold-out fit.
+            rate_all = Y_train.mean(axis=0)
+            for c in np.unique(chosen[fitted]):
+                group = fitted[(chosen[fitted] == c) & (rate_all[fitted] > 0) & (rate_all[fitted] < 1)]
+                init = (W_final[group], b_final[group]) if solver == "torch" else None
+                extra = {"init": init} if init is not None else {}
+                refit = fit_path(Xtr, Y_train[:, group], Cs[c : c + 1], class_weight=class_weight,
+                                 device=device, **extra)
+                W_final[group], b_final[group] = refit.W[0], refit.b[0]
+
+    Xte = standardize(X_test)
+    test_scores = Xte @ W_final.T + b_final
+    attributes = []
+    for a, name in enumerate(names):
+        y = Y_test[:, a]
+        if chosen[a] >= 0:
+            pred = (test_scores[:, a] > 0).astype(np.int8)
+            area = auroc(y, test_scores[:, a])
+            C = float(Cs[chosen[a]])
+        else:
+            pred = np.full(len(y), int(round(rate_fit[a])) if len(fit_rows) else 0, dtype=np.int8)
+            area, C = math.nan, None
+        attributes.append({
+            "name": name, "accuracy": accuracy(y, pred), "balanced_accuracy": balanced_accuracy(y, pred),
+            "auroc": area, "C": C, "positive_rate": float(y.mean()) if len(y) else math.nan,
+        })
+    result = summarize(attributes)
+    result["selection"] = selection
+    return result
+
+
+def summarize(attributes: list[dict]) -> dict:
+    """Means over attributes (NaN entries such as a constant attribute's AUROC are left out of the mean)."""
+    def mean(key):
+        values = [a[key] for a in attributes if a[key] is not None and math.isfinite(a[key])]
+        return float(np.mean(values)) if values else math.nan
+
+    return {"mean_accuracy": mean("accuracy"), "mean_balanced_accuracy": mean("balanced_accuracy"),
+            "mean_auroc": mean("auroc"), "attributes": attributes}
+
+
+def majority_baseline(Y_train: np.ndarray, Y_test: np.ndarray, names: Sequence[str]) -> dict:
+    """Predict each attribute's majority class in train (ties: 0); the same metrics as the probes."""
+    Y_train, Y_test = np.asarray(Y_train), np.asarray(Y_test)
+    rates = Y_train.mean(axis=0) if len(Y_train) else np.zeros(Y_train.shape[1])
+    attributes = []
+    for a, name in enumerate(names):
+        y = Y_test[:, a]
+        pred = np.full(len(y), int(rates[a] > 0.5), dtype=np.int8)
+        attributes.append({"name": name, "accuracy": accuracy(y, pred), "balanced_accuracy": balanced_accuracy(y, pred),
+                           "auroc": math.nan, "C": None, "positive_rate": float(y.mean()) if len(y) else math.nan})
+    return summarize(attributes)
