@@ -205,3 +205,22 @@ def test_generated_jpegs_look_like_celeba(celeba_dir):
         assert image.format == "JPEG" and image.mode == "RGB" and image.size == (178, 218)
     lines = (celeba_dir / "list_attr_celeba.txt").read_text().split("\n")
     assert lines[0] == "10" and lines[1].endswith(" ") and "  " in lines[2]
+
+
+def test_check_decodes_every_image(celeba_dir):
+    code, out, err = run_cli(["data", "info", f"celeba:{celeba_dir}", "--check", "--format", "json"])
+    assert code == 0, err
+    assert json.loads(out)["images_checked"] == 10
+
+
+def test_check_missing_image_exit_3_names_the_file(celeba_dir):
+    (celeba_dir / "img_align_celeba" / "000009.jpg").unlink()
+    line = one_error(*run_cli(["data", "info", f"celeba:{celeba_dir}", "--check"]))
+    assert "000009.jpg" in line and "missing" in line
+
+
+def test_check_undecodable_image_exit_3_names_the_file(celeba_csv_dir):
+    path = celeba_csv_dir / "img_align_celeba" / "img_align_celeba" / "000003.jpg"
+    path.write_bytes(path.read_bytes()[:300])
+    line = one_error(*run_cli(["data", "info", f"celeba:{celeba_csv_dir}", "--check", "--format", "json"]))
+    assert "000003.jpg" in line and "cannot decode" in line

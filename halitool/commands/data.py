@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
 from rich.table import Table
 
 from halitool.commands.common import app, output_options
+from halitool.console import progress
 from halitool.data import default_root, open_dataset
 from halitool.report import emit
 
@@ -37,8 +39,21 @@ def fetch(name: str, root: Path | None):
     click.echo(str(folder.resolve()))
 
 
-def dataset_summary(spec: str) -> dict:
+def check_images(ds, console, batch_size: int = 256) -> int:
+    """Decode every image of ``ds`` (threads, bounded look-ahead); the first bad file raises BadInputError."""
+    workers = min(8, os.cpu_count() or 1)
+    checked = 0
+    with progress(console) as bar:
+        task = bar.add_task("decoding images", total=len(ds))
+        for rows, _ in ds.iter_batches(ds.indices("all"), batch_size, workers=workers):
+            checked += len(rows)
+            bar.advance(task, len(rows))
+    return checked
+
+
+def dataset_summary(spec: str, check: bool = False, console=None) -> dict:
     ds = open_dataset(spec)
+    checked = check_images(ds, console) if check else None
     attributes = []
     if ds.attributes is not None and len(ds):
         rates = ds.attributes.mean(axis=0)
@@ -56,6 +71,7 @@ def dataset_summary(spec: str) -> dict:
         "classes": classes,
         "attributes": attributes,
         "preprocessing": ds.preprocessing,
+        **({"images_checked": checked} if check else {}),
     }
 
 
@@ -75,14 +91,17 @@ def _info_table(result: dict) -> Table:
 
 @data_group.command("info")
 @click.argument("spec")
+@click.option("--check", is_flag=True,
+              help="Decode every image once; the first missing or undecodable file is an error.")
 @output_options
-def info(spec: str, fmt: str | None, output: str | None):
+def info(spec: str, check: bool, fmt: str | None, output: str | None):
     """What a data set holds: samples per split, image shape, classes, attributes.
 
     \b
     Examples:
       halitool data info mnist
       halitool data info celeba:/data/celeba --format json
+      halitool data info folder:./faces --check
     """
-    result = dataset_summary(spec)
+    result = dataset_summary(spec, check=check, console=app().console)
     emit(result, command="data info", fmt=fmt, output=output, console=app().console, table=_info_table)

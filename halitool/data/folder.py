@@ -30,7 +30,7 @@ def check_positive(name: str, value) -> int:
     return int(value)
 
 
-def decode_image(path: Path, mode: str, crop: int | None, size: int) -> np.ndarray:
+def decode_image(path: Path | str, mode: str, crop: int | None, size: int) -> np.ndarray:
     """``path`` as uint8 ``[C, size, size]``: converted to ``mode``, centre-cropped to a ``crop`` x ``crop``
     square (``None``: the largest centred square), resized with Lanczos.
     """
@@ -53,7 +53,7 @@ def decode_image(path: Path, mode: str, crop: int | None, size: int) -> np.ndarr
     return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
 
 
-def image_loader(paths: list[Path], mode: str, crop: int | None, size: int):
+def image_loader(paths: list[Path] | list[str], mode: str, crop: int | None, size: int):
     """A ``loader(indices)`` for :class:`Dataset` that decodes only the requested rows."""
     channels = 1 if mode == "L" else 3
 
