@@ -81,6 +81,9 @@ def _register_commands() -> None:
     from halitool.commands.semisup import semisup_command
 
     cli.add_command(semisup_command)
+    from halitool.commands.probe import probe_attributes_command
+
+    cli.add_command(probe_attributes_command)
 
 
 _register_commands()
