@@ -78,6 +78,10 @@ def _register_commands() -> None:
     from halitool.commands.info import info_command
 
     cli.add_command(info_command)
+    from halitool.commands.extract import extract_command, inspect_command
+
+    cli.add_command(extract_command)
+    cli.add_command(inspect_command)
     from halitool.commands.semisup import semisup_command
 
     cli.add_command(semisup_command)

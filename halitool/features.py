@@ -10,13 +10,19 @@
 /levels/<name>/mean     float32 [N, D]        attrs shape = the level's original shape
 /levels/<name>/logvar   float32 [N, D]        (optional)
 ```
-Writers preallocate every dataset, chunked along N, and fill it one slab per batch; readers refuse files that
-are not complete. Provenance values that are not plain strings or numbers are stored as JSON strings.
+Writers preallocate every dataset, chunked along N with its file space allocated at creation (so a slab write
+changes no chunk index, only raw data), and fill it one slab per batch; readers refuse files that are not
+complete. Provenance values that are not plain strings or numbers are stored as JSON strings.
+
+Bookkeeping of an unfinished file (extract's partials and torchrun shards): ``rows_done`` (rows ``0:rows_done``
+are written and flushed), ``extract_options`` (JSON: what a resume must match) and, in a shard,
+``shard_rows`` ([start, stop) of the full file's rows it holds).
 """
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -30,12 +36,20 @@ from halitool.errors import BadInputError
 FORMAT = "halitool-features"
 FORMAT_VERSION = 1
 # Root attributes stored as JSON text (everything else is a plain string, number or bool).
-JSON_ATTRS = ("model_config", "preprocessing", "splits", "library_versions")
+JSON_ATTRS = ("model_config", "preprocessing", "splits", "library_versions", "extract_options")
 PROVENANCE_KEYS = (
     "halitool_version", "checkpoint_sha256", "checkpoint_name", "model_config", "preprocessing", "dataset",
     "dataset_root", "splits", "latent", "seed", "created_utc", "command", "library_versions",
 )
 CHUNK_BYTES = 256 * 1024  # inside the 10 KiB - 1 MiB band that suits row-slab writes and row-range reads
+
+
+def _early_allocation() -> h5py.h5p.PropDCID:
+    # File space for every chunk is allocated when the dataset is created: later slab writes only overwrite
+    # raw data, so a writer killed between flushes leaves metadata that still describes the file.
+    dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+    dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+    return dcpl
 
 
 def chunk_rows(n: int, row_bytes: int) -> int:
@@ -67,6 +81,7 @@ class FeaturesWriter:
 
     def __init__(self, h5: h5py.File):
         self.h5 = h5
+        self.path = Path(h5.filename)
 
     @classmethod
     def create(
@@ -90,6 +105,7 @@ class FeaturesWriter:
             h5.attrs["format"] = FORMAT
             h5.attrs["format_version"] = FORMAT_VERSION
             h5.attrs["complete"] = False
+            h5.attrs["rows_done"] = 0
             for key, value in provenance.items():
                 h5.attrs[key] = _attr_value(key, value)
             index = h5.create_group("index")
@@ -114,6 +130,7 @@ class FeaturesWriter:
                     lg.create_dataset(
                         kind, shape=(n, level.dim), dtype=np.float32,
                         chunks=(chunk_rows(n, level.dim * 4), level.dim) if n else None,
+                        dcpl=_early_allocation(),
                     )
         except BaseException:
             h5.close()
@@ -127,9 +144,51 @@ class FeaturesWriter:
                 array = np.asarray(array, dtype=np.float32).reshape(len(array), -1)
                 self.h5[f"levels/{name}/{kind}"][start : start + len(array)] = array
 
+    @classmethod
+    def reopen(cls, path: Path) -> "FeaturesWriter":
+        """Open an unfinished file to write more rows (BadInputError when it is not a readable features file)."""
+        return cls(open_features(path, allow_incomplete=True, mode="r+").h5)
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.h5["index/split"].shape[0])
+
+    @property
+    def rows_done(self) -> int:
+        """Rows ``0:rows_done`` are written and were flushed to disk."""
+        return int(self.h5.attrs.get("rows_done", 0))
+
+    def mark_done(self, rows: int) -> None:
+        """Record that rows ``0:rows`` are written, and flush the file so that the record survives a kill."""
+        self.h5.attrs["rows_done"] = int(rows)
+        self.h5.flush()
+
+    def copy_rows(self, source: "FeaturesFile", start: int, block: int = 8192) -> None:
+        """Copy every level of ``source`` into rows ``start:start+len(source)`` in blocks (bounded memory)."""
+        n = source.n_samples
+        for name in source.levels:
+            for kind in ("mean", "logvar"):
+                key = f"levels/{name}/{kind}"
+                if key not in source.h5:
+                    continue
+                if key not in self.h5:
+                    raise BadInputError(f"{source.path}: has {key}, which {self.path} lacks")
+                for lo in range(0, n, block):
+                    hi = min(n, lo + block)
+                    self.h5[key][start + lo : start + hi] = source.h5[key][lo:hi]
+
     def finish(self) -> None:
+        self.h5.attrs["rows_done"] = self.n_samples
         self.h5.attrs["complete"] = True
         self.h5.flush()
+
+    def sync(self) -> None:
+        """Flush and close the file, then fsync it: after this the bytes on disk are the whole file."""
+        path = self.path
+        self.h5.flush()
+        self.h5.close()
+        with open(path, "rb+") as f:
+            os.fsync(f.fileno())
 
     def close(self) -> None:
         self.h5.close()
@@ -191,6 +250,11 @@ class FeaturesFile:
     @property
     def complete(self) -> bool:
         return bool(self.h5.attrs.get("complete", False))
+
+    @property
+    def rows_done(self) -> int:
+        """Rows written so far (all of them in a complete file)."""
+        return self.n_samples if self.complete else int(self.h5.attrs.get("rows_done", 0))
 
     # rows ---------------------------------------------------------------------------------------
     @property
@@ -289,17 +353,23 @@ def _level_order(name: str):
     return (0, int(name[1:])) if name[:1] == "z" and name[1:].isdigit() else (1, name)
 
 
-def open_features(path: Path, allow_incomplete: bool = False) -> FeaturesFile:
+def open_features(path: Path, allow_incomplete: bool = False, mode: str = "r") -> FeaturesFile:
     """Open and validate a features file; anything that is not a complete schema-v1 file is BadInputError."""
     path = Path(path)
     if not path.exists():
         raise BadInputError(f"{path}: features file not found")
     try:
-        h5 = h5py.File(path, "r")
+        h5 = h5py.File(path, mode)
     except OSError as exc:
         raise BadInputError(f"{path}: not a readable HDF5 file ({exc.__class__.__name__})") from None
     try:
         _validate(path, h5, allow_incomplete)
+    except BadInputError:
+        h5.close()
+        raise
+    except Exception as exc:  # noqa: BLE001  h5py raises several types for damaged objects inside a file
+        h5.close()
+        raise BadInputError(f"{path}: damaged HDF5 structure ({exc.__class__.__name__}: {exc})") from None
     except BaseException:
         h5.close()
         raise
@@ -337,3 +407,27 @@ def _validate(path: Path, h5: h5py.File, allow_incomplete: bool) -> None:
         names = attr.attrs.get("names")
         if attr.ndim != 2 or names is None or len(names) != attr.shape[1]:
             raise BadInputError(f"{path}: labels/attributes lacks one name per column")
+
+
+def describe_features(path: Path) -> dict:
+    """What a features file (complete or not) holds: format, provenance, rows per split, levels, labels."""
+    with open_features(path, allow_incomplete=True) as f:
+        attrs = f.attrs
+        provenance = {k: v for k, v in attrs.items() if k not in ("format", "format_version", "complete", "rows_done")}
+        return {
+            "path": str(Path(path)),
+            "format": attrs.get("format"),
+            "format_version": attrs.get("format_version"),
+            "complete": f.complete,
+            "rows_done": f.rows_done,
+            "n_samples": f.n_samples,
+            "splits": f.split_counts(),
+            "levels": {
+                name: {"shape": list(f.level_shape(name)), "dim": f.level_dim(name), "logvar": f.has_logvar(name)}
+                for name in f.levels
+            },
+            "classes": f.class_names,
+            "attributes": f.attribute_names,
+            "has_filenames": "index/filename" in f.h5,
+            "provenance": provenance,
+        }

@@ -94,3 +94,23 @@ def image_folder_dir(tmp_path) -> Path:
     from datasets import write_image_folder
 
     return write_image_folder(tmp_path / "images", n=6)
+
+
+def write_tiny_checkpoint(path: Path, seed: int = 0, arch: str = "tiny") -> Path:
+    """A checkpoint of architecture ``arch`` with weights ~ N(0, 0.3) from ``seed`` (distinct, non-trivial latents)."""
+    import torch
+
+    from halitool.checkpoint import save_checkpoint
+    from halitool.models import ModelConfig, build_model
+
+    torch.manual_seed(seed)
+    model = build_model(ModelConfig(arch=arch))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.3)
+    return save_checkpoint(Path(path), model, preprocessing={"value_range": [0, 1]}, training={"seed": seed}, metrics={})
+
+
+@pytest.fixture
+def tiny_checkpoint(tmp_path) -> Path:
+    return write_tiny_checkpoint(tmp_path / "tiny.safetensors")
