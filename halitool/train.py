@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import os
 import platform
 import time
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from rich.progress import TextColumn
 
 from halitool import __version__
 from halitool.checkpoint import load_state_strict, save_checkpoint
-from halitool.console import default_console, progress
+from halitool.console import default_console, make_console, progress
 from halitool.data import open_dataset
 from halitool.errors import BadInputError, HalitoolError, UsageError
 from halitool.fileio import atomic_path, atomic_write_bytes
@@ -65,10 +66,48 @@ class TrainOptions:
 
 def pick_device(name: str) -> torch.device:
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda: no CUDA device is available")
+    if name == "cuda" and "LOCAL_RANK" in os.environ:  # one GPU per process under torchrun
+        return torch.device("cuda", int(os.environ["LOCAL_RANK"]))
     return torch.device(name)
+
+
+class Distributed:
+    """Data parallelism under ``torchrun``: each process takes a slice of every batch, gradients are averaged
+    and batch-norm statistics are taken from rank 0, so every process holds the same weights. Rank 0 alone
+    writes files. Without torchrun (WORLD_SIZE unset or 1) every method is a no-op.
+    """
+
+    def __init__(self, device: torch.device):
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        if self.world > 1:
+            import torch.distributed as dist
+
+            if not dist.is_initialized():
+                dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+            self.dist = dist
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def average(self, tensors: list[torch.Tensor]) -> None:
+        if self.world > 1:
+            for t in tensors:
+                self.dist.all_reduce(t)
+                t.div_(self.world)
+
+    def sync_buffers(self, model: torch.nn.Module) -> None:
+        if self.world > 1:
+            for buffer in model.buffers():
+                self.dist.broadcast(buffer, 0)
+
+    def close(self) -> None:
+        if self.world > 1 and self.dist.is_initialized():
+            self.dist.destroy_process_group()
 
 
 def hardware(device: torch.device) -> str:
@@ -207,6 +246,14 @@ def train(opts: TrainOptions, console: Console | None = None) -> dict:
     console = console or default_console()
     _check_out(opts)
     device = pick_device(opts.device)
+    ddp = Distributed(device)
+    try:
+        return _train(opts, console, device, ddp)
+    finally:
+        ddp.close()
+
+
+def _train(opts: TrainOptions, console: Console, device: torch.device, ddp: Distributed) -> dict:
     ds = open_dataset(opts.data)
     train_idx = ds.indices("train")
     if len(train_idx) == 0:
@@ -217,10 +264,13 @@ def train(opts: TrainOptions, console: Console | None = None) -> dict:
                             f"expects {tuple(config.architecture.image_shape)}")
     batch_size = min(opts.batch_size, len(train_idx))
     steps_per_epoch = len(train_idx) // batch_size  # full batches only: batch norm sees equal-sized batches
+    if batch_size % ddp.world:
+        raise UsageError(f"--batch-size {batch_size} is not divisible by the {ddp.world} torchrun processes")
     total = opts.steps if opts.steps is not None else max(1, round((opts.epochs or 1.0) * steps_per_epoch))
 
     out = opts.out
-    out.mkdir(parents=True, exist_ok=True)
+    if ddp.main:
+        out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(opts.seed)
     model = build_model(config).to(device)
     model.train()
@@ -243,14 +293,19 @@ def train(opts: TrainOptions, console: Console | None = None) -> dict:
         if changed:
             raise UsageError(f"{out}: --resume needs the options of the original run; changed: "
                              + ", ".join(f"{k} {saved.get(k)!r} -> {now.get(k)!r}" for k in changed))
-        _truncate_metrics(out / METRICS_FILE, step)
+        if ddp.main:
+            _truncate_metrics(out / METRICS_FILE, step)
     else:
         step, seconds_before = 0, 0.0
-        for stale in (METRICS_FILE, STATE_FILE, STATE_JSON):
-            (out / stale).unlink(missing_ok=True)
+        if ddp.main:
+            for stale in (METRICS_FILE, STATE_FILE, STATE_JSON):
+                (out / stale).unlink(missing_ok=True)
         first = train_idx[: min(len(train_idx), 10000)]
         model.init_pixel_bias(_to_float(ds.images(first), device).mean(dim=0))
 
+    if ddp.world > 1:
+        # Same weights everywhere, different noise and dropout per process (and per resumed segment).
+        torch.manual_seed(int(np.random.default_rng([opts.seed, ddp.rank, step]).integers(2**62)))
     x_show = _to_float(ds.images(train_idx[:10]), device)
     eval_idx = ds.indices("test")[: opts.eval_samples]
     x_eval = _to_float(ds.images(eval_idx), "cpu") if len(eval_idx) else None
@@ -260,7 +315,7 @@ def train(opts: TrainOptions, console: Console | None = None) -> dict:
         "steps_per_epoch": steps_per_epoch, "lr": opts.lr, "betas": [opts.beta1, opts.beta2], "seed": opts.seed,
         "precision": opts.precision, "recon_weight": opts.recon_weight, "device": str(device),
         "hardware": hardware(device), "halitool_version": __version__, "torch_version": torch.__version__,
-        "command": opts.command,
+        "command": opts.command, "processes": ddp.world,
     }
     preprocessing = {**ds.preprocessing, "image_shape": list(ds.image_shape), "model_input_range": [0, 1]}
     start_time = time.perf_counter()
@@ -282,17 +337,21 @@ def train(opts: TrainOptions, console: Console | None = None) -> dict:
         last_good = step
 
     last_metrics: dict = {}
-    bar = progress(console, TextColumn("{task.fields[losses]}"))
-    with bar, open(out / METRICS_FILE, "a") as log:
+    bar = progress(console if ddp.main else make_console(quiet=True), TextColumn("{task.fields[losses]}"))
+    with bar, open(out / METRICS_FILE, "a") if ddp.main else open(os.devnull, "w") as log:
         task = bar.add_task("training", total=total, completed=step, losses="")
         while step < total:
             epoch, pos = divmod(step, steps_per_epoch)
             order = np.random.default_rng([opts.seed, epoch]).permutation(train_idx)
-            idx = order[pos * batch_size: (pos + 1) * batch_size]
+            idx = order[pos * batch_size: (pos + 1) * batch_size][ddp.rank:: ddp.world]
             x = _to_float(ds.images(idx), device)
             with autocast:
                 losses = model.losses(x)
-            values = {k: losses[k].detach().item() for k in ("d_loss", "g_loss", "recon") if k in losses}
+            names = [k for k in ("d_loss", "g_loss", "recon") if k in losses]
+            logged = torch.stack([losses[k].detach().float() for k in names]
+                                 + [losses["s_q"].detach().mean(), losses["s_p"].detach().mean()])
+            ddp.average([logged])  # every process sees the same values, so all stop together on NaN
+            values = dict(zip(names, logged[: len(names)].tolist()))
             bad = {k: v for k, v in values.items() if not math.isfinite(v)}
             if bad:
                 kept = (f"the last good checkpoint {out / MODEL_FILE} (step {last_good}) is kept"
@@ -301,6 +360,7 @@ def train(opts: TrainOptions, console: Console | None = None) -> dict:
                                     + ", ".join(f"{k} = {v}" for k, v in bad.items()) + f"; {kept}")
             d_grads = torch.autograd.grad(losses["d_loss"], d_params, retain_graph=True)
             g_grads = torch.autograd.grad(losses["g_loss"], g_params)
+            ddp.average([*d_grads, *g_grads])
             for p, g in zip(d_params, d_grads):
                 p.grad = g
             for p, g in zip(g_params, g_grads):
@@ -308,9 +368,9 @@ def train(opts: TrainOptions, console: Console | None = None) -> dict:
             # ALI: both players move on the same batch, from the same forward pass.
             opt_d.step()
             opt_g.step()
+            ddp.sync_buffers(model)
             step += 1
-            values["s_q"] = losses["s_q"].detach().mean().item()
-            values["s_p"] = losses["s_p"].detach().mean().item()
+            values["s_q"], values["s_p"] = logged[len(names):].tolist()
             for k, v in values.items():
                 window.setdefault(k, []).append(v)
             bar.update(task, advance=1, losses=" ".join(f"{k} {v:.3f}" for k, v in values.items()))
@@ -320,13 +380,13 @@ def train(opts: TrainOptions, console: Console | None = None) -> dict:
                                       "seconds": round(seconds(), 3)}) + "\n")
                 log.flush()
                 window.clear()
-            if step % opts.sample_every == 0 or step == total:
+            if ddp.main and (step % opts.sample_every == 0 or step == total):
                 _write_grids(model, out, step, x_show, opts.seed)
-            if step % opts.checkpoint_every == 0 or step == total:
+            if ddp.main and (step % opts.checkpoint_every == 0 or step == total):
                 checkpoint(dict(last_metrics))
     return {
         "output": str(out / MODEL_FILE), "steps": step, "epochs": step / steps_per_epoch,
-        "seconds": round(seconds(), 3), "device": str(device), "metrics": last_metrics,
+        "seconds": round(seconds(), 3), "device": str(device), "metrics": last_metrics, "rank": ddp.rank,
     }
 
 

@@ -105,3 +105,34 @@ def test_architecture_that_does_not_fit_the_images_exits_3(mnist_dir, tmp_path):
     code, _, stderr = run_cli(["train", "--data", f"mnist:{mnist_dir}", "--arch", "celeba64", "--steps", "1",
                                "--out", str(tmp_path / "run")])
     assert code == 3 and "celeba64" in stderr
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_train_one_model(mnist_dir, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "halitool",
+         "train", "--data", f"mnist:{mnist_dir}", "--arch", "tiny", "--steps", "2", "--batch-size", "50",
+         "--out", str(run)],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == str(run / "model.safetensors")  # one report, from rank 0
+    loaded = load_checkpoint(run / "model.safetensors")
+    assert loaded.training["processes"] == 2 and loaded.training["steps"] == 2
+    assert [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [2]
+
+
+def test_bf16_and_recon_weight_are_recorded(mnist_dir, tmp_path):
+    code, _, stderr = _train(mnist_dir, tmp_path / "run", "--steps", "2", "--precision", "bf16",
+                             "--recon-weight", "2.5")
+    assert code == 0, stderr
+    loaded = load_checkpoint(tmp_path / "run" / "model.safetensors")
+    assert loaded.config.recon_weight == 2.5 and loaded.training["precision"] == "bf16"
+    assert "recon" in loaded.metrics
+    assert all(t.dtype == torch.float32 for t in loaded.model.state_dict().values() if t.is_floating_point())

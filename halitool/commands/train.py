@@ -40,13 +40,15 @@ def train_command(**kwargs):
     The run folder gets model.safetensors (release checkpoint with the exact command), state.safetensors and
     state.json (for --resume), metrics.jsonl and samples-STEP.png / recon-STEP.png grids (recon rows: the
     images, then their reconstruction through z1, z2, ...). A loss that turns NaN or infinite stops the run
-    with exit 1 and keeps the last good checkpoint.
+    with exit 1 and keeps the last good checkpoint. Under torchrun the same command trains data-parallel
+    (--batch-size is the global batch, split across the processes; NCCL on GPUs, gloo on CPUs).
 
     \b
     Examples:
       halitool train --data mnist --arch mnist --epochs 10 --out runs/mnist
       halitool train --data mnist --arch mnist --epochs 20 --out runs/mnist --resume
       halitool train --data celeba:/data/celeba --arch celeba64 --device cuda --precision bf16 --out runs/celeba
+      torchrun --nproc-per-node=4 -m halitool train --data celeba:/data/celeba --arch celeba64 --out runs/c4
     """
     from halitool.train import TrainOptions, train
 
@@ -56,6 +58,8 @@ def train_command(**kwargs):
     command = _command_line(click.get_current_context())
     console = app().console
     summary = train(TrainOptions(command=command, **kwargs), console)
+    if summary["rank"] != 0:  # under torchrun only the first process reports
+        return
     console.print(f"trained {summary['steps']} steps in {summary['seconds']:.1f} s; checkpoint {summary['output']}")
     click.echo(summary["output"])
 
