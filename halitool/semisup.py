@@ -261,6 +261,116 @@ def run_spread(features_train, labels_train, labelled_idx, features_test, seed, 
                           {"alpha": alpha, "neighbours": prepared["neighbours"], "components": prepared["components"]})
 
 
+def prepare_finetune(features_train, features_test) -> dict:
+    """The pseudo-labelling graph over train rows only (finetune stays inductive: test rows are never nodes)."""
+    return {"graph": prepare_spread(features_train, features_train[:0]), "linear": prepare_standardised(
+        features_train, features_test)}
+
+
+def pseudo_labels(prepared_graph: dict, labels_train, labelled_idx, n_max: int, alpha: float = SPREAD_ALPHA):
+    """Rows and classes of the ``n_max`` most confident unlabelled train rows under label spreading on train.
+
+    Confidence is the winning class's share of a row's spread scores; the pick is balanced (``n_max / classes`` per
+    predicted class) so that an easy class cannot crowd out the others.
+    """
+    import scipy.sparse as sp
+    from scipy.sparse.linalg import cg
+
+    S = prepared_graph["S"]
+    labels_train = np.asarray(labels_train)
+    classes = np.unique(labels_train[labelled_idx])
+    A = (sp.identity(S.shape[0], format="csr") - alpha * S).tocsr()
+    scores = np.zeros((S.shape[0], len(classes)))
+    for j, c in enumerate(classes):
+        y = np.zeros(S.shape[0])
+        y[labelled_idx[labels_train[labelled_idx] == c]] = 1.0
+        scores[:, j], _ = cg(A, y, rtol=1e-6, maxiter=2000)
+    scores = np.clip(scores, 0, None)
+    confidence = scores.max(axis=1) / np.maximum(scores.sum(axis=1), 1e-12)
+    winner = scores.argmax(axis=1)
+    unlabelled = np.setdiff1d(np.arange(S.shape[0]), labelled_idx)
+    rows = []
+    for j in range(len(classes)):
+        mine = unlabelled[winner[unlabelled] == j]
+        rows.append(mine[np.argsort(-confidence[mine], kind="stable")[: n_max // len(classes)]])
+    rows = np.sort(np.concatenate(rows)).astype(np.int64)
+    return rows, classes[winner[rows]]
+
+
+def run_finetune(features_train, labels_train, labelled_idx, features_test, seed, *, model, images_train,
+                 images_test, levels: Sequence[str], prepared=None, epochs: int = 2, max_unlabelled: int = 10_000,
+                 batch_size: int = 128, lr: float = 1e-4, device: str = "cpu") -> ProtocolOutput:
+    """Fine-tune the inference network as a classifier with the N labels plus pseudo-labelled unlabelled rows.
+
+    The network is a copy of ``model``'s encoder chain (posterior means of ``levels``, flattened and joined as
+    in the features) followed by the fixed train standardisation and a linear head initialised with the
+    ``linear`` protocol's solution for this draw, so it starts where ``linear`` ends. Pseudo-labels: the
+    ``max_unlabelled`` most confident unlabelled train rows under label spreading on a train-only kNN graph
+    (:func:`pseudo_labels`). Each step takes ``batch_size`` pseudo-labelled images and up to ``batch_size``
+    labelled ones (cross-entropy on both, equal weight), Adam with ``lr`` for the encoders and 10x ``lr``
+    for the head, ``epochs`` passes over the pseudo-labelled rows; BatchNorm statistics stay frozen (eval
+    mode). ``images_*`` are uint8 [n, C, H, W] arrays (or any object with ``__getitem__`` over row arrays).
+    """
+    import copy
+
+    import torch
+
+    prepared = prepared or prepare_finetune(features_train, features_test)
+    labels_train = np.asarray(labels_train)
+    linear = run_linear(features_train, labels_train, labelled_idx, features_test, seed, prepared=prepared["linear"])
+    x, y = prepared["linear"]["train"][labelled_idx], labels_train[labelled_idx]
+    with _one_thread():
+        fitted = fit_logistic(x, y, linear.details["C"])
+    classes = fitted.model.classes_
+    weight = torch.tensor((fitted.basis @ fitted.model.coef_.T).T, dtype=torch.float32)
+    bias = torch.tensor(fitted.model.intercept_, dtype=torch.float32)
+    mean, std = standardiser(features_train)
+
+    pseudo_rows, pseudo_y = pseudo_labels(prepared["graph"], labels_train, labelled_idx, max_unlabelled)
+    class_index = {c: i for i, c in enumerate(classes)}
+    dev = torch.device(device)
+    torch.manual_seed(seed)
+    net = copy.deepcopy(model).to(dev).eval()
+    head = torch.nn.Linear(weight.shape[1], weight.shape[0]).to(dev)
+    with torch.no_grad():
+        head.weight.copy_(weight)
+        head.bias.copy_(bias)
+    shift = torch.tensor(mean, dtype=torch.float32, device=dev)
+    scale = torch.tensor(std, dtype=torch.float32, device=dev)
+
+    def logits(images: np.ndarray):
+        x01 = torch.as_tensor(np.asarray(images), device=dev).float() / 255
+        zs = net.encode(x01, mode="mean")
+        feats = torch.cat([zs[name].flatten(1) for name in levels], dim=1)
+        return head((feats - shift) / scale)
+
+    encoder_params = [p for name, p in net.named_parameters() if name.startswith("encoders.")]
+    optimiser = torch.optim.Adam([{"params": encoder_params, "lr": lr}, {"params": head.parameters(), "lr": lr * 10}])
+    gen = np.random.default_rng(seed)
+    targets_l = torch.tensor([class_index[c] for c in y], device=dev)
+    targets_p = torch.tensor([class_index[c] for c in pseudo_y], device=dev, dtype=torch.long)
+    steps = 0
+    for _ in range(epochs):
+        order = gen.permutation(len(pseudo_rows))
+        for start in range(0, len(order), batch_size):
+            batch = np.sort(order[start : start + batch_size])  # sorted rows: cheap reads from any array-like
+            pick = np.sort(gen.choice(len(labelled_idx), size=min(batch_size, len(labelled_idx)), replace=False))
+            loss = torch.nn.functional.cross_entropy(logits(images_train[pseudo_rows[batch]]), targets_p[batch]) \
+                + torch.nn.functional.cross_entropy(logits(images_train[labelled_idx[pick]]), targets_l[pick])
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            steps += 1
+    predictions = []
+    with torch.no_grad():
+        for start in range(0, len(images_test), 1024):
+            rows = np.arange(start, min(start + 1024, len(images_test)))
+            predictions.append(logits(images_test[rows]).argmax(1).cpu().numpy())
+    return ProtocolOutput(classes[np.concatenate(predictions)],
+                          {"C": linear.details["C"], "pseudo_labelled": int(len(pseudo_rows)), "epochs": epochs,
+                           "steps": steps})
+
+
 @dataclass(frozen=True)
 class Protocol:
     """A registered protocol: how to run it and what a reader of its numbers must know."""
@@ -311,9 +421,20 @@ register_protocol(Protocol(
     notes=("transductive: the unlabelled test features are part of the graph (their labels are never used)",),
 ))
 
+register_protocol(Protocol(
+    name="finetune",
+    classifier="the checkpoint's inference network + a linear head (started from the linear protocol's fit), "
+               "fine-tuned with cross-entropy on the N labels and on pseudo-labels from label spreading over "
+               "a train-only kNN graph",
+    run=run_finetune,
+    prepare=prepare_finetune,
+    needs_checkpoint=True,
+    notes=("inductive: test images are only classified; unlabelled train images enter through pseudo-labels",),
+))
+
 
 def get_protocols(name: str) -> list[Protocol]:
-    """One protocol by name, or every array protocol (and ``finetune`` when registered) for ``all``."""
+    """One protocol by name, or every registered protocol for ``all``."""
     if name == "all":
         return list(PROTOCOLS.values())
     if name not in PROTOCOLS:
@@ -351,7 +472,11 @@ def evaluate(
     labels_test = np.asarray(labels_test)
     if len(features_test) == 0:
         raise BadInputError("no test rows to measure the error on")
+    options = options or {}
     protocols = get_protocols(protocol)
+    if protocol == "all":
+        # Protocols that need a model run only when the caller supplied one (a checkpoint SOURCE).
+        protocols = [p for p in protocols if not p.needs_checkpoint or "model" in options.get(p.name, {})]
     n_train = len(labels_train)
     n_heldout = heldout_size(n_train)
     pool = np.arange(n_train - n_heldout)
@@ -361,11 +486,11 @@ def evaluate(
 
     results = {}
     for proto in protocols:
-        if proto.needs_checkpoint:
-            raise UsageError(f"protocol {proto.name} needs a checkpoint SOURCE, not a features file")
+        if proto.needs_checkpoint and "model" not in options.get(proto.name, {}):
+            raise UsageError(f"protocol {proto.name} needs a checkpoint SOURCE (a model to fine-tune), not features alone")
         start = time.perf_counter()
         prepared = proto.prepare(features_train, features_test) if proto.prepare else None
-        extra = dict((options or {}).get(proto.name, {}))
+        extra = dict(options.get(proto.name, {}))
         if proto.uses_heldout_labels:
             extra["heldout_idx"] = heldout_idx
         runs = []
@@ -413,6 +538,8 @@ class Features(NamedTuple):
     test: np.ndarray
     labels_test: np.ndarray
     levels: tuple[str, ...]
+    ids_train: np.ndarray  # sample ids of the rows (to find their images in the data set)
+    ids_test: np.ndarray
 
 
 def parse_levels(spec: str | None, available: Sequence[str]) -> tuple[str, ...]:
@@ -444,8 +571,9 @@ def load_features(path, levels: str | None = None) -> Features:
             if len(rows) == 0:
                 raise BadInputError(f"{f.path}: has no {name} rows")
         parts = [[f.read_level(lv, rows) for lv in chosen] for rows in (train, test)]
+        ids = f.sample_ids
         return Features(np.concatenate(parts[0], axis=1), labels[train], np.concatenate(parts[1], axis=1),
-                        labels[test], chosen)
+                        labels[test], chosen, ids[train], ids[test])
 
 
 def is_features_file(path) -> bool:
@@ -507,8 +635,13 @@ def semisup(
     device: str = "auto",
     console=None,
     on_step: Callable[[str, int], None] | None = None,
+    epochs: int = 2,
+    max_unlabelled: int = 10_000,
 ) -> dict:
     """``halitool semisup``: resolve SOURCE to a features file, run :func:`evaluate`, add provenance.
+
+    ``finetune`` (alone or in ``all``) needs a checkpoint SOURCE: the model is loaded on ``device`` and the
+    images come from the data set; ``epochs`` and ``max_unlabelled`` bound its cost.
 
     SOURCE is a features file (HDF5), a checkpoint path or shipped name (features extracted once into the cache by
     :func:`cached_features`), or None: the shipped ``hali-mnist`` on MNIST (``data`` or the default root, fetched
@@ -526,8 +659,15 @@ def semisup(
             _ensure_mnist(data, console)
         features_path = cached_features(checkpoint, data, device=device, console=console)
     feats = load_features(features_path, levels)
+    options = {}
+    wants_model = protocol == "all" or get_protocols(protocol)[0].needs_checkpoint
+    if checkpoint is not None and wants_model:
+        if epochs < 0 or max_unlabelled < 0:
+            raise UsageError("--epochs and --max-unlabelled must be 0 or more")
+        options["finetune"] = finetune_inputs(checkpoint, data, feats, device)
+        options["finetune"].update(epochs=epochs, max_unlabelled=max_unlabelled)
     result = evaluate(feats.train, feats.labels_train, feats.test, feats.labels_test, n_labels=n_labels,
-                      protocol=protocol, seeds=seeds, seed_base=seed_base, on_step=on_step)
+                      protocol=protocol, seeds=seeds, seed_base=seed_base, on_step=on_step, options=options)
     provenance = {"source": str(source) if source else "hali-mnist", "features_file": str(features_path),
                   "features": "+".join(feats.levels),
                   "splits": {"train": int(len(feats.train)), "test": int(len(feats.test))}}
@@ -552,3 +692,26 @@ def _ensure_mnist(spec: str, console) -> None:
         from halitool.console import default_console
 
         fetch_mnist(root, console or default_console())
+
+
+def finetune_inputs(checkpoint: str, data_spec: str, feats: Features, device: str) -> dict:
+    """The model and the train/test images (uint8, in the features' row order) that ``finetune`` needs."""
+    import torch
+
+    from halitool.checkpoint import load_checkpoint
+    from halitool.data import open_dataset
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    loaded = load_checkpoint(checkpoint, device)
+    ds = open_dataset(data_spec)
+    order = np.argsort(ds.sample_ids)
+    images = {}
+    for name, ids in (("train", feats.ids_train), ("test", feats.ids_test)):
+        pos = np.searchsorted(ds.sample_ids, ids, sorter=order)
+        rows = order[np.clip(pos, 0, len(order) - 1)]
+        if not np.array_equal(ds.sample_ids[rows], ids):
+            raise BadInputError(f"{ds.root}: the cached features' sample ids are not all in this data set")
+        images[name] = ds.images(rows)
+    return {"model": loaded.model, "images_train": images["train"], "images_test": images["test"],
+            "levels": feats.levels, "device": device}

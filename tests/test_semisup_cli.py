@@ -106,3 +106,47 @@ def test_features_without_class_labels(tmp_path):
 def test_data_with_features_file_is_a_usage_error(feats):
     code, _, err = run_cli(["semisup", str(feats), "--data", "mnist", "--format", "json"])
     assert code == 2 and "--data" in err
+
+
+def test_checkpoint_source_extracts_once_into_the_cache(tmp_path, mnist_dir, monkeypatch):
+    pytest.importorskip("halitool.extract")
+    from halitool.checkpoint import save_checkpoint
+    from halitool.models import ModelConfig, build_model
+
+    monkeypatch.setenv("HALITOOL_DATA", str(tmp_path / "home"))
+    ckpt = save_checkpoint(tmp_path / "tiny.safetensors", build_model(ModelConfig(arch="tiny")),
+                           preprocessing={}, training={}, metrics={})
+    args = ["semisup", str(ckpt), "--data", f"mnist:{mnist_dir}", "--labels", "10", "--seeds", "2",
+            "--device", "cpu", "--format", "json"]
+    code, out, err = run_cli(args)
+    assert code == 0, err
+    doc = json.loads(out)
+    cached = list((tmp_path / "home" / "features").glob("*.h5"))
+    assert len(cached) == 1 and doc["features_file"] == str(cached[0]) and doc["features"] == "z1+z2"
+    assert doc["splits"] == {"train": 200, "test": 50}
+    mtime = cached[0].stat().st_mtime_ns
+    code, out2, err = run_cli(args)
+    assert code == 0, err
+    assert cached[0].stat().st_mtime_ns == mtime  # reused, not extracted again
+    assert json.loads(out2)["runs"] == doc["runs"]
+
+
+def test_finetune_runs_from_a_checkpoint_and_needs_one(tmp_path, mnist_dir, monkeypatch, feats):
+    pytest.importorskip("halitool.extract")
+    from halitool.checkpoint import save_checkpoint
+    from halitool.models import ModelConfig, build_model
+
+    monkeypatch.setenv("HALITOOL_DATA", str(tmp_path / "home"))
+    ckpt = save_checkpoint(tmp_path / "tiny.safetensors", build_model(ModelConfig(arch="tiny")),
+                           preprocessing={}, training={}, metrics={})
+    args = ["semisup", str(ckpt), "--data", f"mnist:{mnist_dir}", "--labels", "20", "--seeds", "1", "--epochs", "1",
+            "--max-unlabelled", "60", "--device", "cpu", "--format", "json", "--protocol", "all"]
+    code, out, err = run_cli(args)
+    assert code == 0, err
+    doc = json.loads(out)
+    assert set(doc["protocols"]) == {"linear", "linear-heldout", "spread", "finetune"}
+    run = doc["protocols"]["finetune"]["runs"][0]
+    assert 0 < run["pseudo_labelled"] <= 60 and run["steps"] == 1 and 0 <= run["error"] <= 100
+    assert json.loads(run_cli(args)[1])["protocols"]["finetune"]["runs"] == [run]  # deterministic on the CPU
+    code, out, err = run_cli(["semisup", str(feats), "--labels", "10", "--protocol", "finetune", "--format", "json"])
+    assert code == 2 and out == "" and "needs a checkpoint" in err

@@ -69,17 +69,22 @@ def csv_rows(result: dict):
               help="Labelled training images N, drawn N/classes per class (per seed).")
 @click.option("--protocol", default="linear",
               help="linear (CV on the N labels), linear-heldout (ALI: C on 10,000 held-out labelled images), "
-                   "spread (transductive label spreading), or all.")
+                   "spread (transductive label spreading), finetune (the inference network; needs a checkpoint), "
+                   "or all.")
 @click.option("--features", "levels", default=None, metavar="LEVELS",
               help="Levels to use, joined with + (z1, z2, z1+z2) [default: every level, z1+z2 for hali-mnist].")
 @click.option("--seeds", type=int, default=10, help="Number of labelled draws (seeds seed-base .. seed-base+K-1).")
 @click.option("--seed-base", type=int, default=0, help="First seed.")
 @click.option("--data", default=None, metavar="SPEC",
               help="Data set for a checkpoint SOURCE [default: mnist at $HALITOOL_DATA/mnist, fetched if missing].")
+@click.option("--epochs", type=int, default=2, help="finetune: passes over the pseudo-labelled images.")
+@click.option("--max-unlabelled", type=int, default=10_000,
+              help="finetune: most confident pseudo-labelled training images used (bounds the cost).")
 @device_option
 @output_options
 @force_option
-def semisup_command(source, n_labels, protocol, levels, seeds, seed_base, data, device, fmt, output, force):
+def semisup_command(source, n_labels, protocol, levels, seeds, seed_base, data, epochs, max_unlabelled, device, fmt,
+                    output, force):
     """Semi-supervised classification with N labels: error on the test set, mean +- std over seeds.
 
     SOURCE is a features file (.h5 from `halitool extract`), a checkpoint (path or shipped name; its features
@@ -93,17 +98,19 @@ def semisup_command(source, n_labels, protocol, levels, seeds, seed_base, data, 
       halitool semisup features.h5 --labels 100 --protocol all --format json
       halitool semisup hali-mnist --features z2 --seeds 5 -o semisup.json
     """
-    from halitool.semisup import PROTOCOLS, get_protocols, semisup
+    from halitool.semisup import PROTOCOLS, get_protocols, is_features_file, semisup
 
     console = app().console
     if output not in (None, "-"):
         check_output_path(Path(output), force)
     get_protocols(protocol)  # an unknown name fails before any extraction
-    n_protocols = len(PROTOCOLS) if protocol == "all" else 1
+    with_model = source is None or not is_features_file(source)
+    n_protocols = len([p for p in PROTOCOLS.values() if with_model or not p.needs_checkpoint]) if protocol == "all" else 1
     with progress(console) as bar:
         task = bar.add_task("semisup", total=max(seeds, 0) * n_protocols)
         result = semisup(source, n_labels=n_labels, protocol=protocol, levels=levels, seeds=seeds,
-                         seed_base=seed_base, data=data, device=device, console=console,
+                         seed_base=seed_base, data=data, device=device, console=console, epochs=epochs,
+                         max_unlabelled=max_unlabelled,
                          on_step=lambda name, seed: bar.update(task, advance=1, description=f"{name} seed {seed}"))
     emit(result, command="semisup", fmt=fmt, output=output, console=console, table=results_table,
          csv_rows=csv_rows, force=force)

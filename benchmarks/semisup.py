@@ -1,0 +1,73 @@
+"""Time every semi-supervised protocol over K seeds on one set of features; print one JSON line.
+
+    python benchmarks/semisup.py [FEATURES.h5] [--features z1+z2] [--seeds 10] [--labels 100]
+    python benchmarks/semisup.py --raw-pixels /work/data/mnist      # the raw-pixel anchors of docs/semisup.md
+
+Without FEATURES it synthesises MNIST-sized features (60,000 train + 10,000 test rows, 848 columns like
+hali-mnist's z1+z2: ten Gaussian clusters in 64 columns plus 784 columns of noise), so the timing needs no
+model. ``--raw-pixels DIR`` uses MNIST's pixels scaled to [0, 1] as the features.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+
+import numpy as np
+
+from halitool import semisup
+
+
+def synthetic(seed: int = 0):
+    rng = np.random.default_rng(seed)
+    y = np.r_[np.arange(60_000) % 10, np.arange(10_000) % 10]
+    rng.shuffle(y)
+    signal = rng.normal(size=(10, 64))[y] * 0.6 + rng.normal(size=(len(y), 64))
+    x = np.concatenate([rng.normal(size=(len(y), 784)), signal], axis=1).astype(np.float32)
+    return x[:60_000], y[:60_000], x[60_000:], y[60_000:], "synthetic 848-d"
+
+
+def raw_pixels(root: str):
+    from halitool.data import open_dataset
+
+    ds = open_dataset(f"mnist:{root}")
+    tr, te = ds.indices("train"), ds.indices("test")
+    x = ds.images(np.arange(len(ds))).reshape(len(ds), -1).astype(np.float32) / 255
+    return x[tr], ds.labels[tr], x[te], ds.labels[te], "raw pixels [0, 1]"
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("features_file", nargs="?")
+    parser.add_argument("--features", default=None, help="levels of FEATURES.h5 (default: every level)")
+    parser.add_argument("--raw-pixels", metavar="DIR", help="use MNIST's raw pixels from DIR instead")
+    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--labels", type=int, default=100)
+    parser.add_argument("--protocols", default=",".join(semisup.PROTOCOLS))
+    args = parser.parse_args(argv)
+
+    if args.raw_pixels:
+        x, y, xt, yt, what = raw_pixels(args.raw_pixels)
+    elif args.features_file:
+        f = semisup.load_features(args.features_file, args.features)
+        x, y, xt, yt, what = f.train, f.labels_train, f.test, f.labels_test, f"{args.features_file}:{'+'.join(f.levels)}"
+    else:
+        x, y, xt, yt, what = synthetic()
+    out = {"benchmark": "semisup", "features": what, "n_train": len(x), "n_test": len(xt), "dim": int(x.shape[1]),
+           "labels": args.labels, "seeds": args.seeds, "python": platform.python_version(), "protocols": {}}
+    for name in args.protocols.split(","):
+        start = time.perf_counter()
+        r = semisup.evaluate(x, y, xt, yt, n_labels=args.labels, protocol=name, seeds=args.seeds)
+        seconds = time.perf_counter() - start
+        out["protocols"][name] = {"seconds": round(seconds, 2), "seconds_per_seed": round(seconds / args.seeds, 3),
+                                  "error_mean": round(r["error_mean"], 3), "error_std": round(r["error_std"], 3),
+                                  "errors": [round(run["error"], 2) for run in r["runs"]]}
+        print(f"{name}: {r['error_mean']:.2f} +- {r['error_std']:.2f} % in {seconds:.1f} s", file=sys.stderr)
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
