@@ -21,7 +21,9 @@ import hashlib
 import os
 import platform
 import shlex
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,6 +76,14 @@ def resolve_device(device: str, local_rank: int = 0) -> torch.device:
         raise UsageError(f"--device must be auto, cpu or cuda, not {device!r}")
     dev = pick_device(device)
     return torch.device("cuda", local_rank) if dev.type == "cuda" else dev
+
+
+def _command_line() -> str:
+    """The command as typed for ``halitool``, ``python -m halitool`` and torchrun; else this process's argv."""
+    argv0 = Path(sys.argv[0]) if sys.argv else Path()
+    if argv0.name == "halitool" or argv0.parts[-2:] == ("halitool", "__main__.py"):
+        return shlex.join(["halitool", *sys.argv[1:]])
+    return shlex.join(sys.argv)
 
 
 def batch_seed(seed: int, first_row: int) -> int:
@@ -292,7 +302,7 @@ def extract_features(
         "precision": precision,
         "batch_size": batch_size,
         "created_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "command": shlex.join(["halitool", *sys.argv[1:]]) if sys.argv else "",
+        "command": _command_line(),
         "library_versions": library_versions(),
     }
     layouts = [LevelLayout(name, tuple(model.level_shapes[name])) for name in levels]
@@ -336,6 +346,36 @@ def extract_features(
     }
 
 
+class _DeferredInterrupt:
+    """Ctrl-C noted and raised as KeyboardInterrupt between batches, where the partial is consistent.
+
+    A KeyboardInterrupt raised at an arbitrary point can land in a finaliser (h5py closes objects from weakref
+    callbacks), where Python prints and ignores it, and the run would go on. A second Ctrl-C interrupts at once.
+    """
+
+    def __init__(self):
+        self.requested = False
+        self.previous = None
+
+    def _handler(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def check(self) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+
 def _encode_into(writer: FeaturesWriter, ds: Dataset, rows: np.ndarray, offset: int, encoder: _Encoder,
                  batch_size: int, workers: int, console: Console, show: bool) -> int:
     """Fill ``writer`` (rows ``offset:offset+len`` of ``rows``) from its ``rows_done`` on; returns rows encoded.
@@ -349,7 +389,7 @@ def _encode_into(writer: FeaturesWriter, ds: Dataset, rows: np.ndarray, offset: 
     t0 = time.perf_counter()
     done = start
     try:
-        with bar:
+        with bar, _DeferredInterrupt() as interrupt:
             task = bar.add_task("extract", total=n, completed=start, rate="-")
             for chunk, images in ds.iter_batches(rows[offset + start : offset + n], batch_size, workers):
                 means, logvars = encoder(images, offset + done)
@@ -357,6 +397,7 @@ def _encode_into(writer: FeaturesWriter, ds: Dataset, rows: np.ndarray, offset: 
                 done += len(chunk)
                 writer.mark_done(done)
                 bar.update(task, completed=done, rate=f"{(done - start) / (time.perf_counter() - t0):,.0f}")
+                interrupt.check()
     except BaseException:
         with contextlib.suppress(Exception):
             writer.close()

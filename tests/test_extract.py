@@ -142,3 +142,4 @@ def test_two_process_gloo_equals_single_process(tiny_checkpoint, mnist_dir, tmp_
         np.testing.assert_array_equal(a.labels, b.labels)
         np.testing.assert_array_equal(a.attributes, b.attributes)
         np.testing.assert_array_equal(a.sample_ids, b.sample_ids)
+        assert b.attrs["command"].startswith("halitool extract ") and b.attrs["seed"] == 5
