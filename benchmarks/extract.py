@@ -139,7 +139,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="Fewer images (about a minute on two cores).")
     parser.add_argument("--checkpoint", default=None, help="Path or shipped name [default: hali-mnist if shipped].")
     parser.add_argument("--data", default="mnist", help="An mnist:DIR SPEC with the images [default: mnist].")
-    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=1024,
+                        help="Images per batch [default: 1024, faster than 256 on CPU for MNIST-size models].")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--memory-child", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
