@@ -191,11 +191,12 @@ def run_linear_heldout(features_train, labels_train, labelled_idx, features_test
                           {"C": float(best_c), "heldout": int(len(heldout_idx)), "heldout_accuracy": best_acc})
 
 
-def knn_graph(points: np.ndarray, k: int, batch: int = 2048):
+def knn_graph(points: np.ndarray, k: int, batch: int = 1024):
     """Symmetric sparse kNN graph (scipy CSR, weights 1) over the rows of ``points``; never an N x N dense matrix.
 
     Exact neighbours by squared Euclidean distance, computed block by block with torch (``batch`` rows x N at a
-    time). An edge i-j exists when j is among i's k nearest or i among j's.
+    time, one fused ``|x_j|^2 - 2 x_i.x_j`` product: ``|x_i|^2`` is constant along a row and cannot change its
+    ranking). An edge i-j exists when j is among i's k nearest or i among j's.
     """
     import scipy.sparse as sp
     import torch
@@ -207,12 +208,44 @@ def knn_graph(points: np.ndarray, k: int, batch: int = 2048):
     cols = np.empty((n, k), dtype=np.int64)
     for start in range(0, n, batch):
         block = x[start : start + batch]
-        dist = sq[start : start + batch, None] - 2 * block @ x.T + sq[None, :]
+        dist = torch.addmm(sq[None, :], block, x.T, alpha=-2)
         dist[torch.arange(len(block)), torch.arange(start, start + len(block))] = float("inf")  # no self-loops
         cols[start : start + len(block)] = dist.topk(k, dim=1, largest=False).indices.numpy()
     rows = np.repeat(np.arange(n), k)
     a = sp.csr_matrix((np.ones(n * k, dtype=np.float64), (rows, cols.ravel())), shape=(n, n))
     return a.maximum(a.T).tocsr()
+
+
+def spread_scores(S, labels_train, labelled_idx, alpha: float = SPREAD_ALPHA, tol: float = 1e-6,
+                  max_iter: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+    """Scores F [n, classes] solving (I - alpha S) F = Y, and the classes (sorted labels of the labelled rows).
+
+    Y is one-hot at the labelled rows (row ``i`` of Y is row ``i`` of the graph). Conjugate gradients for all
+    classes at once (one sparse x dense product per iteration instead of one per class); the system is
+    symmetric positive definite since S's eigenvalues lie in [-1, 1]. Stops when every column's residual is
+    below ``tol`` times its right-hand side's norm.
+    """
+    labels_train = np.asarray(labels_train)
+    classes = np.unique(labels_train[labelled_idx])
+    n = S.shape[0]
+    b = np.zeros((n, len(classes)))
+    b[labelled_idx, np.searchsorted(classes, labels_train[labelled_idx])] = 1.0
+    x = np.zeros_like(b)
+    r = b.copy()
+    p = r.copy()
+    rr = (r * r).sum(axis=0)
+    stop = (tol * np.linalg.norm(b, axis=0)) ** 2
+    for _ in range(max_iter):
+        if (rr <= stop).all():
+            break
+        ap = p - alpha * (S @ p)
+        step = rr / np.maximum((p * ap).sum(axis=0), 1e-300)
+        x += step * p
+        r -= step * ap
+        rr_new = (r * r).sum(axis=0)
+        p = r + (rr_new / np.maximum(rr, 1e-300)) * p
+        rr = rr_new
+    return x, classes
 
 
 def prepare_spread(features_train, features_test, *, components: int = SPREAD_COMPONENTS,
@@ -240,23 +273,12 @@ def run_spread(features_train, labels_train, labelled_idx, features_test, seed, 
                alpha: float = SPREAD_ALPHA, tol: float = 1e-6) -> ProtocolOutput:
     """Label spreading (Zhou et al. 2004) on a kNN graph of train + test: F = (1 - alpha) (I - alpha S)^-1 Y.
 
-    Solved per class by conjugate gradients on the sparse SPD system (I - alpha S) F = Y (the constant
-    1 - alpha does not change the argmax). Transductive: the test rows are nodes of the graph.
+    Solved by :func:`spread_scores` (the constant 1 - alpha does not change the argmax). Transductive: the test
+    rows are nodes of the graph.
     """
-    import scipy.sparse as sp
-    from scipy.sparse.linalg import cg
-
     prepared = prepared or prepare_spread(features_train, features_test)
-    S, n_train = prepared["S"], prepared["n_train"]
-    labels_train = np.asarray(labels_train)
-    classes = np.unique(labels_train[labelled_idx])
-    n = S.shape[0]
-    A = (sp.identity(n, format="csr") - alpha * S).tocsr()
-    scores = np.zeros((n, len(classes)))
-    for j, c in enumerate(classes):
-        y = np.zeros(n)
-        y[labelled_idx[labels_train[labelled_idx] == c]] = 1.0
-        scores[:, j], _ = cg(A, y, rtol=tol, maxiter=2000)
+    n_train = prepared["n_train"]
+    scores, classes = spread_scores(prepared["S"], labels_train, labelled_idx, alpha, tol)
     return ProtocolOutput(classes[scores[n_train:].argmax(axis=1)],
                           {"alpha": alpha, "neighbours": prepared["neighbours"], "components": prepared["components"]})
 
@@ -273,22 +295,11 @@ def pseudo_labels(prepared_graph: dict, labels_train, labelled_idx, n_max: int, 
     Confidence is the winning class's share of a row's spread scores; the pick is balanced (``n_max / classes`` per
     predicted class) so that an easy class cannot crowd out the others.
     """
-    import scipy.sparse as sp
-    from scipy.sparse.linalg import cg
-
-    S = prepared_graph["S"]
-    labels_train = np.asarray(labels_train)
-    classes = np.unique(labels_train[labelled_idx])
-    A = (sp.identity(S.shape[0], format="csr") - alpha * S).tocsr()
-    scores = np.zeros((S.shape[0], len(classes)))
-    for j, c in enumerate(classes):
-        y = np.zeros(S.shape[0])
-        y[labelled_idx[labels_train[labelled_idx] == c]] = 1.0
-        scores[:, j], _ = cg(A, y, rtol=1e-6, maxiter=2000)
+    scores, classes = spread_scores(prepared_graph["S"], labels_train, labelled_idx, alpha)
     scores = np.clip(scores, 0, None)
     confidence = scores.max(axis=1) / np.maximum(scores.sum(axis=1), 1e-12)
     winner = scores.argmax(axis=1)
-    unlabelled = np.setdiff1d(np.arange(S.shape[0]), labelled_idx)
+    unlabelled = np.setdiff1d(np.arange(len(scores)), labelled_idx)
     rows = []
     for j in range(len(classes)):
         mine = unlabelled[winner[unlabelled] == j]
@@ -463,6 +474,8 @@ def evaluate(
     :func:`heldout_size` rows of train), so every protocol sees the same draw for the same seed and the
     held-out rows are never in it. Errors are percentages; ``error_std`` is the sample standard deviation
     (ddof 1; 0 for one seed). ``on_step(protocol, seed)`` is called after each run (progress bars).
+    ``options`` maps a protocol name to extra keyword arguments of its ``run`` (``finetune`` needs ``model``,
+    ``images_train``, ``images_test``, ``levels``; with ``all`` it is skipped when they are absent).
 
     Returns the single protocol's result dict, or ``{"protocols": {name: result}}`` for ``all``.
     """
@@ -656,6 +669,9 @@ def semisup(
         checkpoint = source or "hali-mnist"
         data = data or "mnist"
         if source is None:
+            from halitool.checkpoint import resolve_checkpoint
+
+            resolve_checkpoint(checkpoint)  # a missing shipped model fails before any download
             _ensure_mnist(data, console)
         features_path = cached_features(checkpoint, data, device=device, console=console)
     feats = load_features(features_path, levels)

@@ -158,3 +158,20 @@ def test_parse_levels():
     assert semisup.parse_levels("z2+z1", ["z1", "z2"]) == ("z2", "z1")
     with pytest.raises(UsageError):
         semisup.parse_levels("z3", ["z1", "z2"])
+
+
+def test_spread_scores_solve_the_linear_system():
+    import scipy.sparse as sp
+    from scipy.sparse.linalg import spsolve
+
+    rng = np.random.default_rng(0)
+    prepared = semisup.prepare_spread(rng.normal(size=(150, 8)), rng.normal(size=(50, 8)), components=4)
+    S = prepared["S"]
+    labels = np.r_[np.arange(150) % 3, np.full(50, -1)]
+    labelled = np.array([0, 1, 2, 30, 31, 32])
+    scores, classes = semisup.spread_scores(S, labels, labelled, alpha=0.9, tol=1e-10)
+    y = np.zeros((200, 3))
+    y[labelled, labels[labelled]] = 1
+    expected = spsolve((sp.identity(200) - 0.9 * S).tocsc(), y)
+    assert classes.tolist() == [0, 1, 2]
+    np.testing.assert_allclose(scores, expected, atol=1e-8)
