@@ -53,6 +53,9 @@ def main() -> None:
     parser.add_argument("--class-weight", choices=["none", "balanced"], default="none")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch threads for the fast solver [default: torch's own choice]; one thread is "
+                             "much steadier on a CPU that other work shares")
     args = parser.parse_args()
 
     n_train, n_test, dim = (50_000, 10_000, 256) if args.quick else (162_770, 19_962, 1_024)
@@ -61,6 +64,10 @@ def main() -> None:
     standardize = Standardizer.fit(X_train)
     X_train, X_test = standardize(X_train), standardize(X_test)
 
+    import torch
+
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     start = time.perf_counter()
     fast = fit_path_torch(X_train, Y_train, Cs, class_weight=args.class_weight, device=args.device)
     torch_seconds = time.perf_counter() - start
@@ -73,12 +80,12 @@ def main() -> None:
 
     acc_fast = test_accuracy(X_test, Y_test[:, :k], fast.W[:, :k], fast.b[:, :k])
     acc_ref = test_accuracy(X_test, Y_test[:, :k], reference.W, reference.b)
-    import torch
 
     print(json.dumps({
         "benchmark": "probe", "quick": args.quick, "n_train": n_train, "n_test": n_test, "dim": dim,
         "attributes": n_attributes, "C_values": len(Cs), "class_weight": args.class_weight,
         "device": fast.info["device"], "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+        "load_average_1min": round(os.getloadavg()[0], 2),
         "machine": platform.processor() or platform.machine(),
         "torch_seconds": round(torch_seconds, 3), "sklearn_seconds": round(sklearn_seconds, 3),
         "sklearn_attributes_timed": k, "sklearn_scaled": k < n_attributes,

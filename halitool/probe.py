@@ -225,9 +225,11 @@ def fit_path_torch(X: np.ndarray, Y: np.ndarray, Cs: Sequence[float], *, class_w
     b_out = np.zeros((len(Cs), A), dtype=np.float32)
     iterations = np.zeros((len(Cs), A), dtype=np.int64)
     order = np.argsort(Cs)  # strong regularisation (small C) first: each fit warm-starts the next
+    state = None
     for c in order:
         lam = torch.full((A,), 1.0 / (Cs[c] * n), device=device)
-        U, b, its = _lbfgs_columns(Z, Z2, Y_t, w_pos, w_neg, lam, U, b, tol=tol, max_iter=max_iter, memory=memory)
+        U, b, its, state = _lbfgs_columns(Z, Z2, Y_t, w_pos, w_neg, lam, U, b, state=state, tol=tol,
+                                          max_iter=max_iter, memory=memory)
         W_out[c] = (V @ U).T.cpu().numpy()
         b_out[c] = b.cpu().numpy()
         iterations[c] = its
@@ -244,8 +246,13 @@ def _objective(M, Y, S, U, lam, n):
     return (S * loss).sum(0) / n + 0.5 * lam * (U * U).sum(0)
 
 
-def _lbfgs_columns(Z, Z2, Y, w_pos, w_neg, lam, U0, b0, *, tol, max_iter, memory):
-    """Batched L-BFGS over independent columns; returns (U, b, iterations per column)."""
+def _lbfgs_columns(Z, Z2, Y, w_pos, w_neg, lam, U0, b0, *, state=None, tol, max_iter, memory):
+    """Batched L-BFGS over independent columns; returns (U, b, iterations per column, state).
+
+    ``state`` carries what a warm start along the C path can reuse instead of recomputing (three matrix products
+    per C): the margins ``Z U + b``, the data part of the gradient ``Z^T r`` and of the diagonal preconditioner,
+    all of which do not depend on lambda.
+    """
     import torch
 
     n, D = Z.shape
@@ -258,17 +265,20 @@ def _lbfgs_columns(Z, Z2, Y, w_pos, w_neg, lam, U0, b0, *, tol, max_iter, memory
     S = Yc * w_pos + (1 - Yc) * w_neg  # per-sample weight of each column
     lam_c = lam
     U, b = U0.clone(), b0.clone()
-    M = Z @ U + b
-    P = torch.sigmoid(M)
-    R = S * (P - Yc) / n
-    gU = Z.T @ R + lam_c * U
-    gb = R.sum(0)
+    if state is None:
+        M = Z @ U + b
+        P = torch.sigmoid(M)
+        R = S * (P - Yc) / n
+        ZtR, gb = Z.T @ R, R.sum(0)
+        # Preconditioner: the diagonal of each column's Hessian in the rotated basis, at the starting point.
+        curv = S * P * (1 - P) / n
+        pU_data, pb = Z2.T @ curv, curv.sum(0).clamp_min(1e-12)
+    else:
+        M, ZtR, gb, pU_data, pb = (t.clone() for t in state)
+    gU = ZtR + lam_c * U
+    pU = (pU_data + lam_c).clamp_min(1e-12)
     f = _objective(M, Yc, S, U, lam_c, n)
-    # Preconditioner: the diagonal of each column's Hessian in the rotated basis, at the starting point.
-    curv = S * P * (1 - P) / n
-    pU = Z2.T @ curv + lam_c
-    pb = curv.sum(0).clamp_min(1e-12)
-    pU = pU.clamp_min(1e-12)
+    M_out, ZtR_out, gb_out, pU_out, pb_out = torch.empty_like(M), torch.empty_like(gU), gb.clone(), pU_data, pb
     hist_sU = torch.zeros(memory, D, K, device=dev)
     hist_sb = torch.zeros(memory, K, device=dev)
     hist_yU = torch.zeros(memory, D, K, device=dev)
@@ -285,12 +295,13 @@ def _lbfgs_columns(Z, Z2, Y, w_pos, w_neg, lam, U0, b0, *, tol, max_iter, memory
         if bool(done.any()):
             idx = cols[done]
             U_out[:, idx], b_out[idx] = U[:, done], b[done]
+            M_out[:, idx], ZtR_out[:, idx], gb_out[idx] = M[:, done], gU[:, done] - lam_c[done] * U[:, done], gb[done]
             its_out[idx.cpu().numpy()] = its[done].cpu().numpy()
             keep = ~done
             if not bool(keep.any()):
                 break
-            cols, Yc, S, lam_c, U, b, M, R, gU, gb, f = (
-                cols[keep], Yc[:, keep], S[:, keep], lam_c[keep], U[:, keep], b[keep], M[:, keep], R[:, keep],
+            cols, Yc, S, lam_c, U, b, M, gU, gb, f = (
+                cols[keep], Yc[:, keep], S[:, keep], lam_c[keep], U[:, keep], b[keep], M[:, keep],
                 gU[:, keep], gb[keep], f[keep])
             pU, pb, gamma, its, stop = pU[:, keep], pb[keep], gamma[keep], its[keep], stop[keep]
             hist_sU, hist_sb, hist_yU, hist_yb, rho = (
@@ -349,7 +360,7 @@ def _lbfgs_columns(Z, Z2, Y, w_pos, w_neg, lam, U0, b0, *, tol, max_iter, memory
         gU, gb = gU_new, gb_new
         its = its + 1
         stop = stalled
-    return U_out, b_out, its_out
+    return U_out, b_out, its_out, (M_out, ZtR_out, gb_out, pU_out, pb_out)
 
 
 SOLVERS: dict[str, Callable[..., PathFit]] = {"torch": fit_path_torch, "sklearn": fit_path_sklearn}

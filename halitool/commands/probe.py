@@ -186,22 +186,23 @@ def _pct(value) -> str:
 def results_table(result: dict) -> Table:
     """Attributes down, levels and baselines across: test accuracy / balanced accuracy in percent."""
     sources = [(name, r) for name, r in result["levels"].items()] + [
-        (f"{name} (baseline)", r) for name, r in result["baselines"].items()]
-    table = Table(title=f"linear probes on {result['features']} (test accuracy / balanced accuracy, %; "
+        (f"{name}*", r) for name, r in result["baselines"].items()]
+    table = Table(title=f"linear probes on {result['features']} (test accuracy/balanced accuracy, %; "
                         f"C chosen by {result['metric']} on {result['selection']['split']})", title_justify="left")
-    table.add_column("attribute", style="bold")
-    table.add_column("positive %", justify="right")
+    table.add_column("attribute", style="bold", no_wrap=True)
+    table.add_column("pos. %", justify="right", no_wrap=True)
     for name, _ in sources:
-        table.add_column(name, justify="right")
+        table.add_column(name, justify="right", no_wrap=True)
     names = [a["name"] for a in next(iter(result["levels"].values()))["attributes"]] if result["levels"] else []
     for i, attr in enumerate(names):
         first = next(iter(result["levels"].values()))["attributes"][i]
-        cells = [f"{_pct(r['attributes'][i]['accuracy'])} / {_pct(r['attributes'][i]['balanced_accuracy'])}"
+        cells = [f"{_pct(r['attributes'][i]['accuracy'])}/{_pct(r['attributes'][i]['balanced_accuracy'])}"
                  for _, r in sources]
         table.add_row(attr, _pct(first["positive_rate"]), *cells)
     table.add_section()
-    table.add_row("mean", "", *[f"{_pct(r['mean_accuracy'])} / {_pct(r['mean_balanced_accuracy'])}" for _, r in sources])
-    table.add_row("mean AUROC", "", *[_pct(r.get("mean_auroc")) for _, r in sources])
+    table.add_row("mean", "", *[f"{_pct(r['mean_accuracy'])}/{_pct(r['mean_balanced_accuracy'])}" for _, r in sources])
+    table.add_row("AUROC", "", *[_pct(r.get("mean_auroc")) for _, r in sources])
+    table.caption = "* baseline"
     return table
 
 
