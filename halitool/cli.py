@@ -88,6 +88,11 @@ def _register_commands() -> None:
     from halitool.commands.probe import probe_attributes_command
 
     cli.add_command(probe_attributes_command)
+    from halitool.commands.visualize import interpolate_command, reconstruct_command, sample_command
+
+    cli.add_command(reconstruct_command)
+    cli.add_command(sample_command)
+    cli.add_command(interpolate_command)
 
 
 _register_commands()

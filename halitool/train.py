@@ -28,8 +28,9 @@ from halitool.checkpoint import load_state_strict, save_checkpoint
 from halitool.console import default_console, make_console, progress
 from halitool.data import open_dataset
 from halitool.errors import BadInputError, HalitoolError, UsageError
-from halitool.fileio import atomic_path, atomic_write_bytes
+from halitool.fileio import atomic_write_bytes
 from halitool.models import HALI, ModelConfig, build_model
+from halitool.visualize import reconstruction_mse, save_grid
 
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "state.safetensors"
@@ -172,22 +173,6 @@ def _options_json(opts: TrainOptions) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------- grids
-def save_grid(path: Path, images: np.ndarray, nrow: int) -> None:
-    """Write float images [n, C, H, W] in [0, 1] as one PNG grid of ``nrow`` columns (atomically)."""
-    from PIL import Image
-
-    n, c, h, w = images.shape
-    rows = math.ceil(n / nrow)
-    grid = np.ones((c, rows * (h + 1) + 1, nrow * (w + 1) + 1), dtype=np.float32)
-    for i in range(n):
-        r, col = divmod(i, nrow)
-        grid[:, 1 + r * (h + 1): 1 + r * (h + 1) + h, 1 + col * (w + 1): 1 + col * (w + 1) + w] = images[i]
-    arr = (np.clip(grid, 0, 1) * 255 + 0.5).astype(np.uint8)
-    img = Image.fromarray(arr[0] if c == 1 else arr.transpose(1, 2, 0))
-    with atomic_path(path, check=False) as tmp:
-        img.save(tmp, format="PNG")
-
-
 @torch.no_grad()
 def _write_grids(model: HALI, out: Path, step: int, x_show: torch.Tensor, seed: int) -> None:
     was_training = model.training
@@ -200,20 +185,6 @@ def _write_grids(model: HALI, out: Path, step: int, x_show: torch.Tensor, seed: 
                                      for level in model.level_names]
     save_grid(out / f"recon-{step:07d}.png", np.concatenate(rows), nrow=len(x_show))
     model.train(was_training)
-
-
-@torch.no_grad()
-def reconstruction_mse(model: HALI, images: torch.Tensor, batch_size: int = 500) -> dict[str, float]:
-    """Mean squared pixel error (images in [0, 1]) of the posterior-mean reconstruction through each level."""
-    was_training = model.training
-    model.eval()
-    totals = {level: 0.0 for level in model.level_names}
-    for i in range(0, len(images), batch_size):
-        x = images[i: i + batch_size].to(model.device)
-        for level in model.level_names:
-            totals[level] += float(((model.reconstruct(x, level).float() - x) ** 2).mean(dim=(1, 2, 3)).sum())
-    model.train(was_training)
-    return {level: total / max(1, len(images)) for level, total in totals.items()}
 
 
 def _to_float(images: np.ndarray, device: torch.device) -> torch.Tensor:

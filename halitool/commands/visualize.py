@@ -1,0 +1,143 @@
+"""``halitool reconstruct``, ``halitool sample`` and ``halitool interpolate``: PNG grids (+ fidelity metrics)."""
+
+from __future__ import annotations
+
+import click
+from rich.table import Table
+
+from halitool.commands.common import app, device_option, force_option
+from halitool.report import default_format, emit
+
+FORMAT_CHOICE = click.Choice(["table", "json"])
+SPLIT_CHOICE = click.Choice(["train", "valid", "test"])
+
+
+def _format_option(func):
+    return click.option("--format", "fmt", type=FORMAT_CHOICE, default=None,
+                        help="json on stdout, or the grid's path on stdout and a table on stderr "
+                             "[default: table on a terminal, else json].")(func)
+
+
+def _output_option(func):
+    return click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), metavar="GRID.png",
+                        help="The PNG grid to write (refused if it exists, unless --force).")(func)
+
+
+def _finish(result: dict, command: str, fmt: str | None, table) -> None:
+    """JSON on stdout, or the grid's path on stdout with a table for people on stderr."""
+    console = app().console
+    fmt = fmt or default_format(None)
+    emit(result, command=command, fmt=fmt, output=None, console=console, table=table)
+    if fmt == "table":
+        click.echo(result["output"])
+
+
+def _pct(value) -> str:
+    return "-" if value is None else f"{100 * value:.2f} %"
+
+
+def _reconstruct_table(result: dict) -> Table:
+    table = Table(title=f"fidelity on {result['n_images']:,} {result['split']} images of {result['data']}",
+                  title_justify="left")
+    for name, justify in (("level", "left"), ("pixel MSE", "right"), ("class kept", "right"),
+                          ("agreement", "right")):
+        table.add_column(name, justify=justify)
+    for level, m in result["levels"].items():
+        table.add_row(level, f"{m['mse']:.5f}", _pct(m["class_kept"]), _pct(m["agreement"]))
+    table.caption = f"reference classifier on the real images: {_pct(result['reference_accuracy'])}"
+    return table
+
+
+def _grid_table(result: dict) -> Table:
+    table = Table(show_header=False, title=f"grid {result['output']}", title_justify="left")
+    table.add_column("key", style="bold")
+    table.add_column("value")
+    for key in ("checkpoint", "rows", "columns", "seed", "device"):
+        table.add_row(key, str(result[key]))
+    return table
+
+
+@click.command("reconstruct")
+@click.argument("checkpoint")
+@click.option("--data", "data_spec", required=True, metavar="SPEC", help="The data set: mnist[:DIR], celeba:DIR, folder:DIR.")
+@_output_option
+@click.option("-n", "n", type=int, default=16, help="Images shown in the grid (a seeded random choice of the split).")
+@click.option("--split", type=SPLIT_CHOICE, default="test", help="Where the images come from.")
+@click.option("--seed", type=int, default=0, help="Seed of the choice of the images shown.")
+@click.option("--limit", type=int, default=None,
+              help="Measure the metrics on the first N images of the split [default: all of them].")
+@click.option("--batch-size", type=click.IntRange(min=1), default=500, help="Images per batch.")
+@device_option
+@force_option
+@_format_option
+def reconstruct_command(checkpoint, data_spec, output, n, split, seed, limit, batch_size, device, force, fmt):
+    """A grid of real images (first row) and their reconstructions through each level (one row per level:
+    x -> z1 -> x, then x -> z1 -> z2 -> z1 -> x, ...), and the fidelity of each level.
+
+    The metrics are always measured, on the whole split or its first --limit images: the pixel MSE (images in
+    [0, 1]) and, where the data set has class labels, class_kept: the fraction of reconstructions a reference
+    classifier assigns to the input's true class; reference_accuracy is the same classifier on the real
+    images. The reference classifier is trained once on the real training split and cached
+    (docs/fidelity.md).
+
+    \b
+    Examples:
+      halitool reconstruct hali-mnist --data mnist -o recon.png
+      halitool reconstruct hali-mnist --data mnist:~/mnist -o recon.png --limit 2000 --format json
+    """
+    from halitool.visualize import reconstruct
+
+    result = reconstruct(checkpoint, data_spec, output, n=n, split=split, seed=seed, limit=limit,
+                         batch_size=batch_size, device=device, force=force, console=app().console)
+    _finish(result, "reconstruct", fmt, _reconstruct_table)
+
+
+@click.command("sample")
+@click.argument("checkpoint")
+@_output_option
+@click.option("-n", "n", type=int, default=64, help="Number of samples (laid out in ceil(sqrt(n)) columns).")
+@click.option("--seed", type=int, default=0, help="Seed of the prior draws.")
+@device_option
+@force_option
+@_format_option
+def sample_command(checkpoint, output, n, seed, device, force, fmt):
+    """A grid of samples: the top level ~ N(0, I), then each p(z_l-1 | z_l), then p(x | z1).
+
+    \b
+    Examples:
+      halitool sample hali-mnist -o samples.png
+      halitool sample hali-mnist -o samples.png -n 100 --seed 3
+    """
+    from halitool.visualize import sample
+
+    result = sample(checkpoint, output, n=n, seed=seed, device=device, force=force, console=app().console)
+    _finish(result, "sample", fmt, _grid_table)
+
+
+@click.command("interpolate")
+@click.argument("checkpoint")
+@click.option("--data", "data_spec", required=True, metavar="SPEC", help="The data set: mnist[:DIR], celeba:DIR, folder:DIR.")
+@_output_option
+@click.option("--pairs", type=int, default=4, help="Pairs of real images (a seeded random choice of the split).")
+@click.option("--steps", type=int, default=8, help="Decoded images per row, both endpoints included.")
+@click.option("--split", type=SPLIT_CHOICE, default="test", help="Where the images come from.")
+@click.option("--seed", type=int, default=0, help="Seed of the choice of pairs.")
+@device_option
+@force_option
+@_format_option
+def interpolate_command(checkpoint, data_spec, output, pairs, steps, split, seed, device, force, fmt):
+    """A grid of interpolations between pairs of real images, linear in each level's posterior mean.
+
+    For each pair, one row per level (z1, then z2, ...): the first real image, --steps images decoded from
+    (1 - t) z(a) + t z(b) for t from 0 to 1, and the second real image.
+
+    \b
+    Examples:
+      halitool interpolate hali-mnist --data mnist -o interp.png
+      halitool interpolate hali-mnist --data mnist -o interp.png --pairs 8 --steps 10 --seed 1
+    """
+    from halitool.visualize import interpolate
+
+    result = interpolate(checkpoint, data_spec, output, pairs=pairs, steps=steps, split=split, seed=seed,
+                         device=device, force=force, console=app().console)
+    _finish(result, "interpolate", fmt, _grid_table)
