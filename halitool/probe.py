@@ -444,9 +444,9 @@ def probe_arrays(
             W_final[a], b_final[a] = path.W[chosen[a], j], path.b[chosen[a], j]
         if selection["split"] == "train_holdout":
             # Refit on all of train at each attribute's chosen C, warm-started from the hold-out fit.
-            rate_all = Y_train.mean(axis=0)
+            # (An attribute that varies on the fitting rows varies on all of train, so every group can be fitted.)
             for c in np.unique(chosen[fitted]):
-                group = fitted[(chosen[fitted] == c) & (rate_all[fitted] > 0) & (rate_all[fitted] < 1)]
+                group = fitted[chosen[fitted] == c]
                 init = (W_final[group], b_final[group]) if solver == "torch" else None
                 extra = {"init": init} if init is not None else {}
                 refit = fit_path(Xtr, Y_train[:, group], Cs[c : c + 1], class_weight=class_weight,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import time
 from pathlib import Path
 from typing import Callable, Sequence
@@ -89,7 +90,7 @@ def pixel_features(ff: FeaturesFile, rows: np.ndarray, on_step: Callable[[int], 
     h, w = height // factor, width // factor
     out = np.empty((len(rows), channels * h * w), dtype=np.float32)
     start = 0
-    for _, images in ds.iter_batches(rows, 1024):
+    for _, images in ds.iter_batches(rows, 1024, workers=min(4, os.cpu_count() or 1)):
         x = images[:, :, : h * factor, : w * factor].astype(np.float32) / 255.0
         x = x.reshape(len(x), channels, h, factor, w, factor).mean(axis=(3, 5))
         out[start : start + len(x)] = x.reshape(len(x), -1)
