@@ -32,10 +32,18 @@ test: setup
 test-fast: setup
 	$(PY) -m pytest -q -m "not network and not slow"
 
+# The main job on the shipped model: what it is, how faithfully each level reconstructs, what its features
+# hold (attribute probes) and how well they classify MNIST with 100 labels.
 demo: setup
 	@mkdir -p $(DEMO)
 	$(HALITOOL) data fetch mnist --root $(DATA)/mnist
 	$(HALITOOL) data info mnist:$(DATA)/mnist --format table
+	$(HALITOOL) info hali-mnist --format table
+	$(HALITOOL) reconstruct hali-mnist --data mnist:$(DATA)/mnist -o $(DEMO)/reconstructions.png --force --format table
+	$(HALITOOL) sample hali-mnist -o $(DEMO)/samples.png --force
+	$(HALITOOL) extract hali-mnist --data mnist:$(DATA)/mnist -o $(DEMO)/features.h5 --force --format json
+	$(HALITOOL) probe-attributes $(DEMO)/features.h5 --format table
+	HALITOOL_DATA=$(DATA) $(HALITOOL) semisup --labels 100 --format table
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

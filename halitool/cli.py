@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import os
-import platform
 import sys
 import traceback
 
 import click
 
-from halitool import __version__
 from halitool.commands.common import AppContext
 from halitool.console import make_console
 from halitool.errors import ExitCode, HalitoolError
@@ -17,30 +15,12 @@ from halitool.errors import ExitCode, HalitoolError
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "HALITOOL", "show_default": True}
 
 
-def versions() -> dict[str, str]:
-    """halitool and the versions of the libraries whose behaviour its results depend on."""
-    import h5py
-    import sklearn
-    import torch
-
-    cuda = torch.version.cuda or "none"
-    if torch.cuda.is_available():
-        cuda += f" ({torch.cuda.get_device_name(0)})"
-    return {
-        "halitool": __version__,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "cuda": cuda,
-        "h5py": h5py.version.version,
-        "hdf5": h5py.version.hdf5_version,
-        "scikit-learn": sklearn.__version__,
-    }
-
-
 def _print_version(ctx: click.Context, _param, value: bool) -> None:
     if not value or ctx.resilient_parsing:
         return
-    for name, version in versions().items():
+    from halitool.runtime import library_versions
+
+    for name, version in library_versions().items():
         click.echo(f"{name} {version}")
     ctx.exit()
 

@@ -19,7 +19,6 @@ import contextlib
 import datetime
 import hashlib
 import os
-import platform
 import shlex
 import signal
 import sys
@@ -40,6 +39,7 @@ from halitool.data import Dataset, open_dataset
 from halitool.errors import BadInputError, IncompleteOutputError, UsageError
 from halitool.features import FeaturesFile, FeaturesWriter, LevelLayout, open_features
 from halitool.fileio import check_output_path
+from halitool.runtime import command_line, library_versions, resolve_device
 
 LATENTS = ("mean", "sample")
 PRECISIONS = ("fp32", "bf16")
@@ -54,36 +54,6 @@ def partial_path(output: Path) -> Path:
 
 def shard_path(output: Path, rank: int, world: int) -> Path:
     return output.with_name(f"{output.name}.partial.rank{rank}of{world}")
-
-
-def library_versions() -> dict[str, str]:
-    import h5py
-
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "h5py": h5py.version.version,
-        "hdf5": h5py.version.hdf5_version,
-    }
-
-
-def resolve_device(device: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> the GPU when there is one; ``cuda`` without CUDA is a UsageError."""
-    from halitool.train import pick_device
-
-    if device not in ("auto", "cpu", "cuda"):
-        raise UsageError(f"--device must be auto, cpu or cuda, not {device!r}")
-    dev = pick_device(device)
-    return torch.device("cuda", local_rank) if dev.type == "cuda" else dev
-
-
-def _command_line() -> str:
-    """The command as typed for ``halitool``, ``python -m halitool`` and torchrun; else this process's argv."""
-    argv0 = Path(sys.argv[0]) if sys.argv else Path()
-    if argv0.name == "halitool" or argv0.parts[-2:] == ("halitool", "__main__.py"):
-        return shlex.join(["halitool", *sys.argv[1:]])
-    return shlex.join(sys.argv)
 
 
 def batch_seed(seed: int, first_row: int) -> int:
@@ -255,7 +225,7 @@ def extract_features(
         raise UsageError(f"--workers must be 0 or more, not {workers}")
     output = Path(output)
     check_output_path(output, force)
-    dev = resolve_device(device, int(os.environ.get("LOCAL_RANK", "0")))
+    dev = resolve_device(device)
 
     loaded = load_checkpoint(checkpoint, dev)
     model = loaded.model.eval()
@@ -306,7 +276,7 @@ def extract_features(
         "precision": precision,
         "batch_size": batch_size,
         "created_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "command": _command_line(),
+        "command": command_line() or shlex.join(sys.argv),
         "library_versions": library_versions(),
     }
     layouts = [LevelLayout(name, tuple(model.level_shapes[name])) for name in levels]

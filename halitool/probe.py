@@ -18,6 +18,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from halitool.errors import UsageError
+from halitool.runtime import resolve_device
 
 METRICS = ("accuracy", "balanced_accuracy")
 CLASS_WEIGHTS = ("none", "balanced")
@@ -175,16 +176,6 @@ def fit_path_sklearn(X: np.ndarray, Y: np.ndarray, Cs: Sequence[float], *, class
         if on_step:
             on_step(1)
     return PathFit(Cs, W, b, iterations, {"solver": "sklearn"})
-
-
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda: no CUDA device is available")
-    return device
 
 
 def fit_path_torch(X: np.ndarray, Y: np.ndarray, Cs: Sequence[float], *, class_weight: str = "none",

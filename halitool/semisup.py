@@ -712,13 +712,12 @@ def _ensure_mnist(spec: str, console) -> None:
 
 def finetune_inputs(checkpoint: str, data_spec: str, feats: Features, device: str) -> dict:
     """The model and the train/test images (uint8, in the features' row order) that ``finetune`` needs."""
-    import torch
-
     from halitool.checkpoint import load_checkpoint
     from halitool.data import open_dataset
 
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    from halitool.runtime import resolve_device
+
+    device = str(resolve_device(device))
     loaded = load_checkpoint(checkpoint, device)
     ds = open_dataset(data_spec)
     order = np.argsort(ds.sample_ids)

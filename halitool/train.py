@@ -7,12 +7,10 @@ interval) and PNG grids ``samples-STEP.png`` and ``recon-STEP.png``.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
 import os
-import platform
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -29,6 +27,7 @@ from halitool.console import default_console, make_console, progress
 from halitool.data import open_dataset
 from halitool.errors import BadInputError, HalitoolError, UsageError
 from halitool.fileio import atomic_write_bytes
+from halitool.runtime import hardware, resolve_device
 from halitool.models import HALI, ModelConfig, build_model
 from halitool.visualize import reconstruction_mse, save_grid
 
@@ -65,16 +64,6 @@ class TrainOptions:
     command: str = ""
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda: no CUDA device is available")
-    if name == "cuda" and "LOCAL_RANK" in os.environ:  # one GPU per process under torchrun
-        return torch.device("cuda", int(os.environ["LOCAL_RANK"]))
-    return torch.device(name)
-
-
 class Distributed:
     """Data parallelism under ``torchrun``: each process takes a slice of every batch, gradients are averaged
     and batch-norm statistics are taken from rank 0, so every process holds the same weights. Rank 0 alone
@@ -109,18 +98,6 @@ class Distributed:
     def close(self) -> None:
         if self.world > 1 and self.dist.is_initialized():
             self.dist.destroy_process_group()
-
-
-def hardware(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return f"{cpu}, {torch.get_num_threads()} torch threads"
 
 
 # ------------------------------------------------------------------------------------------ training state
@@ -216,7 +193,7 @@ def train(opts: TrainOptions, console: Console | None = None) -> dict:
     """Train (or resume) a run in ``opts.out``; returns a summary. Raises HalitoolError on divergence."""
     console = console or default_console()
     _check_out(opts)
-    device = pick_device(opts.device)
+    device = resolve_device(opts.device)
     ddp = Distributed(device)
     try:
         return _train(opts, console, device, ddp)

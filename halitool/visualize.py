@@ -124,7 +124,7 @@ def fidelity(model: HALI, ds: Dataset, idx: np.ndarray, classifier=None, batch_s
 # ------------------------------------------------------------------------------------------ shared set-up
 def _load(checkpoint: str, device: str):
     from halitool.checkpoint import load_checkpoint
-    from halitool.extract import resolve_device
+    from halitool.runtime import resolve_device
 
     dev = resolve_device(device)
     return load_checkpoint(checkpoint, dev), dev

@@ -57,7 +57,6 @@ def runner() -> CliRunner:
 def run_cli(args: list[str], env: dict | None = None):
     """Run ``halitool`` in-process through its real entry point; returns (exit code, stdout, stderr)."""
     import io
-    import sys
     from contextlib import redirect_stderr, redirect_stdout
 
     from halitool.cli import main

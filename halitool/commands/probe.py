@@ -17,10 +17,11 @@ from halitool.commands.common import app, device_option, force_option, output_op
 from halitool.errors import BadInputError, UsageError
 from halitool.features import FeaturesFile, open_features
 from halitool.probe import (
-    CLASS_WEIGHTS, DEFAULT_C_GRID, METRICS, SOLVERS, majority_baseline, parse_c_grid, probe_arrays, resolve_device,
+    CLASS_WEIGHTS, DEFAULT_C_GRID, METRICS, SOLVERS, majority_baseline, parse_c_grid, probe_arrays,
     stratified_subset, stratify_key,
 )
 from halitool.report import emit
+from halitool.runtime import resolve_device
 
 CELEBA_ATTRIBUTES = (
     "5_o_Clock_Shadow", "Arched_Eyebrows", "Attractive", "Bags_Under_Eyes", "Bald", "Bangs", "Big_Lips", "Big_Nose",
@@ -111,7 +112,7 @@ def probe_attributes(
     console = console or default_console()
     started = time.perf_counter()
     Cs = parse_c_grid(c_grid)
-    device = resolve_device(device)
+    device = str(resolve_device(device))
     solver = "torch" if solver == "auto" else solver
     with open_features(path) as ff:
         Y_all = ff.attributes

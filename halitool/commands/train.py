@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import shlex
-import sys
 from pathlib import Path
 
 import click
 
 from halitool.commands.common import app, device_option, force_option
 from halitool.models import ARCHITECTURES
+from halitool.runtime import command_line
 
 
 @click.command("train")
@@ -66,9 +66,9 @@ def train_command(**kwargs):
 
 def _command_line(ctx: click.Context) -> str:
     """The command as typed when run as ``halitool``/``python -m halitool``, else rebuilt from the options given."""
-    argv0 = Path(sys.argv[0]) if sys.argv else Path()
-    if argv0.name == "halitool" or argv0.parts[-2:] == ("halitool", "__main__.py"):
-        return shlex.join(["halitool", *sys.argv[1:]])
+    typed = command_line()
+    if typed:
+        return typed
     args = ["halitool", "train"]
     for param in ctx.command.params:
         source = ctx.get_parameter_source(param.name)
