@@ -10,7 +10,8 @@ from rich.table import Table
 
 from halitool.commands.common import app, output_options
 from halitool.console import progress
-from halitool.data import default_root, open_dataset
+from halitool.errors import UsageError
+from halitool.data import default_root, open_dataset, parse_spec
 from halitool.report import emit
 
 
@@ -52,7 +53,8 @@ def check_images(ds, console, batch_size: int = 256) -> int:
 
 
 def dataset_summary(spec: str, check: bool = False, console=None) -> dict:
-    ds = open_dataset(spec)
+    # --check must decode the files themselves, not read a cache of them
+    ds = open_dataset(spec, **({"cache": False} if check and parse_spec(spec)[0] == "celeba" else {}))
     checked = check_images(ds, console) if check else None
     attributes = []
     if ds.attributes is not None and len(ds):
@@ -105,3 +107,31 @@ def info(spec: str, check: bool, fmt: str | None, output: str | None):
     """
     result = dataset_summary(spec, check=check, console=app().console)
     emit(result, command="data info", fmt=fmt, output=output, console=app().console, table=_info_table)
+
+
+@data_group.command("cache")
+@click.argument("spec")
+@click.option("--crop", type=click.IntRange(min=1), default=140, show_default=True, help="Centre crop (pixels).")
+@click.option("--size", type=click.IntRange(min=1), default=64, show_default=True, help="Side after resizing.")
+@click.option("--rebuild", is_flag=True, help="Decode again even when a valid cache exists.")
+@output_options
+def cache(spec: str, crop: int, size: int, rebuild: bool, fmt: str | None, output: str | None):
+    """Build (or check) the decode-once image cache of a CelebA SPEC.
+
+    Later commands on the same SPEC and preprocessing read the cache instead of decoding JPEGs. The cache lives
+    in $HALITOOL_CACHE_DIR, else $HALITOOL_DATA/cache or ~/.cache/halitool/cache; HALITOOL_CACHE=on|off|auto
+    (default auto: data sets of 10,000 images or more) decides whether other commands use it.
+
+    \b
+    Examples:
+      halitool data cache celeba:/data/celeba
+      halitool data cache celeba:/data/celeba --crop 108 --rebuild
+    """
+    from halitool.data.cache import build_cache
+
+    kind, _ = parse_spec(spec)
+    if kind != "celeba":
+        raise UsageError(f"data cache: SPEC {spec!r}: only celeba data sets have an image cache")
+    console = app().console
+    result = build_cache(open_dataset(spec, crop=crop, size=size, cache=True), rebuild=rebuild, console=console)
+    emit(result, command="data cache", fmt=fmt, output=output, console=console)

@@ -6,7 +6,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -40,6 +40,7 @@ class Dataset:
     attribute_names: list[str] = field(default_factory=list)
     filenames: list[str] | None = None
     preprocessing: dict = field(default_factory=dict)
+    image_cache: Any = field(default=None, repr=False)  # the ImageCache serving ``loader``, if any
 
     def __post_init__(self) -> None:
         n = len(self.split)

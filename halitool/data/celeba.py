@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from halitool.data.base import Dataset, register_reader
+from halitool.data.cache import ImageCache, cache_wanted
 from halitool.data.folder import RESAMPLE_NAME, check_positive, image_loader
 from halitool.errors import BadInputError
 
@@ -124,10 +125,15 @@ def sample_id(name: str, path: Path) -> int:
 
 
 @register_reader("celeba")
-def open_celeba(root: Path, crop: int = 140, size: int = 64) -> Dataset:
+def open_celeba(root: Path, crop: int = 140, size: int = 64, cache: bool | None = None,
+                cache_dir: Path | None = None) -> Dataset:
     """CelebA under ``root`` (txt or CSV layout). Images: RGB, centre ``crop`` x ``crop`` square, resized to
     ``size`` x ``size`` with Lanczos; attributes 0/1 with their names in file order; split from the partition
     file; sample ids are the image numbers (``000001.jpg`` -> 1).
+
+    ``cache`` (None: ``$HALITOOL_CACHE``, default auto = at least 10,000 images) serves images from a
+    decode-once cache (:mod:`halitool.data.cache`) in ``cache_dir`` (None: ``$HALITOOL_CACHE_DIR`` or
+    ``data_home()/cache``), built on the first request for images; the images are the same bit for bit.
     """
     root = Path(root)
     crop, size = check_positive("crop", crop), check_positive("size", size)
@@ -151,23 +157,25 @@ def open_celeba(root: Path, crop: int = 140, size: int = 64) -> Dataset:
         raise BadInputError(f"{root / 'img_align_celeba'}: missing (CelebA's image folder)")
     sample_ids = np.array([sample_id(n, attr_path) for n in names], dtype=np.int64)
     prefix = str(image_dir) + os.sep
+    # plain strings: 200k Path objects (or os.path.join calls) take about a second to build
+    paths = [prefix + n for n in names]
+    loader = image_loader(paths, "RGB", crop, size)
+    preprocessing = {"crop": crop, "size": size, "resample": RESAMPLE_NAME, "value_range": [0, 255], "channels": 3}
+    image_cache = None
+    if cache_wanted(cache, len(names)):
+        image_cache = ImageCache("celeba", root, paths, (3, size, size), {**preprocessing, "mode": "RGB"}, loader,
+                                 folder=cache_dir)
+        loader = image_cache.load
     return Dataset(
         kind="celeba",
         root=root,
         image_shape=(3, size, size),
         split=split,
         sample_ids=sample_ids,
-        # plain strings: 200k Path objects (or os.path.join calls) take about a second to build
-        loader=image_loader([prefix + n for n in names], "RGB", crop, size),
+        loader=loader,
         attributes=attributes,
         attribute_names=attribute_names,
         filenames=names,
-        preprocessing={
-            "crop": crop,
-            "size": size,
-            "resample": RESAMPLE_NAME,
-            "value_range": [0, 255],
-            "channels": 3,
-            "layout": layout,
-        },
+        preprocessing={**preprocessing, "layout": layout},
+        image_cache=image_cache,
     )
