@@ -110,11 +110,30 @@ def _option_differences(recorded: dict, wanted: dict) -> list[str]:
     return [f"{k} (partial: {recorded.get(k)!r}, now: {wanted.get(k)!r})" for k in keys if recorded.get(k) != wanted.get(k)]
 
 
+class _Pending:
+    """One batch's outputs on their way to the host; :meth:`result` waits for them (once per batch at most)."""
+
+    def __init__(self, means: dict, logvars: dict | None, event=None):
+        self.means, self.logvars, self.event = means, logvars, event
+
+    def result(self) -> tuple[dict, dict | None]:
+        if self.event is not None:
+            self.event.synchronize()
+        return self.means, self.logvars
+
+
 class _Encoder:
-    """One batch of uint8 images -> float32 numpy arrays of the wanted levels (and their logvars)."""
+    """Batches of uint8 images -> float32 numpy arrays of the wanted levels (and their logvars).
+
+    On CUDA a batch goes through a pinned staging buffer with a non-blocking copy, and its outputs come back
+    with non-blocking copies into pinned host buffers followed by an event: :meth:`submit` returns without
+    waiting for the GPU, so the caller submits batch k+1 before it waits (``_Pending.result``) for batch k.
+    The host therefore waits at most once per batch, while the GPU already has the next batch queued. Two sets
+    of buffers alternate; a set is reused only after the event of the batch that last used it has fired.
+    """
 
     def __init__(self, model, device: torch.device, levels: Sequence[str], latent: str, seed: int,
-                 with_logvar: bool, precision: str):
+                 with_logvar: bool, precision: str, compile_model: bool = False, console: Console | None = None):
         # Channels-last convolutions run about 1.4x faster on CPU (oneDNN) and suit tensor cores on GPU; the
         # values are the same, only the memory order of the activations differs.
         self.model = model.to(memory_format=torch.channels_last)
@@ -123,26 +142,94 @@ class _Encoder:
         self.autocast = (
             torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
         )
+        self.cuda = device.type == "cuda"
+        self.console = console
+        self.encode, self.encode_stats = self.model.encode, self.model.encode_stats
+        self.compiled = False
+        if compile_model:
+            self.encode, self.encode_stats = torch.compile(self.model.encode), torch.compile(self.model.encode_stats)
+            self.compiled = True
+        self._turn = 0
+        self._staging: list[torch.Tensor | None] = [None, None]
+        self._host: list[dict] = [{}, {}]
+        self._events: list = [None, None]
 
     def _generator(self, first_row: int) -> torch.Generator | None:
         if self.latent != "sample":
             return None
         return torch.Generator(device=self.device).manual_seed(batch_seed(self.seed, first_row))
 
-    def __call__(self, images: np.ndarray, first_row: int) -> tuple[dict, dict | None]:
-        x = torch.from_numpy(images).to(self.device, non_blocking=True).float().div_(255.0)
-        x = x.contiguous(memory_format=torch.channels_last)
+    def _input(self, images: np.ndarray) -> torch.Tensor:
+        batch = torch.from_numpy(images)
+        if self.cuda:
+            staging = self._staging[self._turn]
+            if staging is None or staging.shape[0] < len(images) or staging.shape[1:] != batch.shape[1:]:
+                staging = self._staging[self._turn] = torch.empty(batch.shape, dtype=torch.uint8, pin_memory=True)
+            staging = staging[: len(images)]
+            staging.copy_(batch)
+            batch = staging
+        x = batch.to(self.device, non_blocking=True).float().div_(255.0)
+        return x.contiguous(memory_format=torch.channels_last)
+
+    def _forward(self, x: torch.Tensor, first_row: int) -> tuple[dict, dict | None]:
+        """Device tensors ``[B, ...]`` of the wanted levels (and logvars)."""
         with torch.inference_mode(), self.autocast:
             if not self.with_logvar:
-                zs = self.model.encode(x, self.latent, self._generator(first_row))
-                return {k: _numpy(zs[k]) for k in self.levels}, None
-            stats = self.model.encode_stats(x, self.latent, self._generator(first_row))
-            logvars = {k: _numpy(stats[k][1]) for k in self.levels}
+                zs = self.encode(x, self.latent, self._generator(first_row))
+                return {k: zs[k] for k in self.levels}, None
+            stats = self.encode_stats(x, self.latent, self._generator(first_row))
+            logvars = {k: stats[k][1] for k in self.levels}
             if self.latent == "mean":
-                return {k: _numpy(stats[k][0]) for k in self.levels}, logvars
+                return {k: stats[k][0] for k in self.levels}, logvars
             # The same generator state again: encode draws the very samples whose statistics encode_stats saw.
-            zs = self.model.encode(x, self.latent, self._generator(first_row))
-            return {k: _numpy(zs[k]) for k in self.levels}, logvars
+            zs = self.encode(x, self.latent, self._generator(first_row))
+            return {k: zs[k] for k in self.levels}, logvars
+
+    def _forward_or_eager(self, x: torch.Tensor, first_row: int) -> tuple[dict, dict | None]:
+        if not self.compiled:
+            return self._forward(x, first_row)
+        try:
+            return self._forward(x, first_row)
+        except Exception as exc:  # noqa: BLE001  a compiler missing or failing on this machine: run eagerly
+            (self.console or default_console()).print(
+                f"torch.compile failed ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+                "encoding without it")
+            self.encode, self.encode_stats = self.model.encode, self.model.encode_stats
+            self.compiled = False
+            return self._forward(x, first_row)
+
+    def submit(self, images: np.ndarray, first_row: int) -> _Pending:
+        """Start encoding one batch; the returned handle's ``result()`` gives float32 numpy ``[B, D]`` arrays."""
+        if self.cuda and self._events[self._turn] is not None:
+            self._events[self._turn].synchronize()  # the staging and host buffers of this turn are free again
+        means, logvars = self._forward_or_eager(self._input(images), first_row)
+        if not self.cuda:
+            return _Pending({k: _numpy(v) for k, v in means.items()},
+                            None if logvars is None else {k: _numpy(v) for k, v in logvars.items()})
+        host = self._host[self._turn]
+
+        def to_host(kind: str, tensors: dict) -> dict:
+            out = {}
+            for name, t in tensors.items():
+                t = t.float().reshape(t.shape[0], -1)  # cast on the device: the host copy stays a plain one
+                buf = host.get((kind, name))
+                if buf is None or buf.shape[0] < t.shape[0]:
+                    buf = host[(kind, name)] = torch.empty((max(t.shape[0], 1), t.shape[1]), dtype=torch.float32,
+                                                           pin_memory=True)
+                buf[: t.shape[0]].copy_(t, non_blocking=True)
+                out[name] = buf[: t.shape[0]].numpy()
+            return out
+
+        pending = _Pending(to_host("mean", means), None if logvars is None else to_host("logvar", logvars),
+                           torch.cuda.Event())
+        pending.event.record()
+        self._events[self._turn] = pending.event
+        self._turn = 1 - self._turn
+        return pending
+
+    def __call__(self, images: np.ndarray, first_row: int) -> tuple[dict, dict | None]:
+        """Encode one batch and wait for it."""
+        return self.submit(images, first_row).result()
 
 
 def _numpy(t: torch.Tensor) -> np.ndarray:
@@ -199,6 +286,7 @@ def extract_features(
     workers: int = 0,
     resume: bool = False,
     force: bool = False,
+    compile: bool = False,
     console: Console | None = None,
 ) -> dict:
     """Encode every selected image of ``data_spec`` (a SPEC or a :class:`Dataset`) with ``checkpoint`` into ``output``.
@@ -208,6 +296,8 @@ def extract_features(
     ``force``, missing output folder, CUDA asked for but absent), BadInputError (missing or incompatible
     checkpoint or data, a resume whose partial differs) and IncompleteOutputError (a partial exists and neither
     ``resume`` nor ``force`` was given). Whatever happens, nothing but a complete file ever appears at ``output``.
+    ``compile=True`` runs the encoder through ``torch.compile`` (worth it on GPUs for long runs; when compiling
+    fails on this machine a console line says so and the run goes on without it).
     """
     from halitool.checkpoint import load_checkpoint
 
@@ -295,7 +385,8 @@ def extract_features(
             attribute_names=ds.attribute_names if whole else (),
         )
 
-    encoder = _Encoder(model, dev, levels, latent, seed, with_logvar, precision)
+    encoder = _Encoder(model, dev, levels, latent, seed, with_logvar, precision, compile_model=compile,
+                       console=console)
     dist_ctx = _distributed(dev)
     try:
         if dist_ctx is None:
@@ -362,17 +453,35 @@ def _encode_into(writer: FeaturesWriter, ds: Dataset, rows: np.ndarray, offset: 
     bar = progress(console if show else Console(quiet=True), TextColumn("{task.fields[rate]} images/s"))
     t0 = time.perf_counter()
     done = start
+    pending = None  # (rows, _Pending) of the batch submitted but not yet written
+
+    def write_pending() -> None:
+        nonlocal done, pending
+        (size, handle), pending = pending, None
+        means, logvars = handle.result()
+        writer.write(done, means, logvars)
+        done += size
+        writer.mark_done(done)
+        bar.update(task, completed=done, rate=f"{(done - start) / (time.perf_counter() - t0):,.0f}")
+
     try:
         with bar, _DeferredInterrupt() as interrupt:
             task = bar.add_task("extract", total=n, completed=start, rate="-")
+            # One batch in flight: batch k+1 is submitted before batch k is waited for and written.
+            submitted = start
             for chunk, images in ds.iter_batches(rows[offset + start : offset + n], batch_size, workers):
-                means, logvars = encoder(images, offset + done)
-                writer.write(done, means, logvars)
-                done += len(chunk)
-                writer.mark_done(done)
-                bar.update(task, completed=done, rate=f"{(done - start) / (time.perf_counter() - t0):,.0f}")
+                handle = (len(chunk), encoder.submit(images, offset + submitted))
+                submitted += len(chunk)
+                if pending is not None:
+                    write_pending()
+                pending = handle
                 interrupt.check()
+            if pending is not None:
+                write_pending()
     except BaseException:
+        if pending is not None:  # an encoded batch is as good as written: keep it for --resume
+            with contextlib.suppress(Exception):
+                write_pending()
         with contextlib.suppress(Exception):
             writer.close()
         console.print(f"{writer.path}: {done:,} of {n:,} rows saved; run again with --resume to finish")
