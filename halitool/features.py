@@ -397,6 +397,8 @@ def _validate(path: Path, h5: h5py.File, allow_incomplete: bool) -> None:
         if "mean" not in group or "shape" not in group.attrs:
             raise BadInputError(f"{path}: level {name} lacks its mean dataset or shape attribute")
         mean = group["mean"]
+        if mean.dtype.kind != "f":
+            raise BadInputError(f"{path}: level {name} holds {mean.dtype} values, not floating-point features")
         if mean.ndim != 2 or mean.shape[0] != n or mean.shape[1] != int(np.prod(group.attrs["shape"])):
             raise BadInputError(f"{path}: level {name} has shape {mean.shape}, expected ({n}, prod{tuple(group.attrs['shape'])})")
     for key in ("index/sample_id", "labels/class", "labels/attributes", "index/filename"):

@@ -30,7 +30,10 @@ def atomic_path(path: Path, force: bool = False, check: bool = True) -> Iterator
     path = Path(path)
     if check:
         check_output_path(path, force)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent if str(path.parent) else ".")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent if str(path.parent) else ".")
+    except OSError as exc:  # a read-only or special filesystem, which os.access does not reveal to root
+        raise UsageError(f"{path}: cannot create a file in output folder {path.parent}: {exc.strerror}") from None
     os.close(fd)
     tmp_path = Path(tmp)
     os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the user's usual mode

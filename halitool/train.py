@@ -29,6 +29,7 @@ from halitool.errors import BadInputError, HalitoolError, UsageError
 from halitool.fileio import atomic_write_bytes
 from halitool.runtime import hardware, resolve_device
 from halitool.models import HALI, ModelConfig, build_model
+from halitool.models.config import ARCHITECTURES
 from halitool.visualize import reconstruction_mse, save_grid
 
 MODEL_FILE = "model.safetensors"
@@ -187,6 +188,19 @@ def _check_out(opts: TrainOptions) -> None:
         raise UsageError("--batch-size must be at least 1")
     if opts.precision not in ("fp32", "bf16"):
         raise UsageError(f"--precision must be fp32 or bf16, not {opts.precision!r}")
+    # Checked here, before the run folder is made: later they would fail as bad input or deep inside torch.
+    if opts.epochs is not None and not (math.isfinite(opts.epochs) and opts.epochs > 0):
+        raise UsageError(f"--epochs must be a positive number, not {opts.epochs}")
+    if not (math.isfinite(opts.lr) and opts.lr > 0):
+        raise UsageError(f"--lr must be a positive number, not {opts.lr}")
+    for name, beta in (("--beta1", opts.beta1), ("--beta2", opts.beta2)):
+        if not 0.0 <= beta < 1.0:
+            raise UsageError(f"{name} must be in [0, 1), not {beta}")
+    if not (math.isfinite(opts.recon_weight) and opts.recon_weight >= 0):
+        raise UsageError(f"--recon-weight must be 0 or more, not {opts.recon_weight}")
+    if opts.arch in ARCHITECTURES and not 1 <= opts.levels <= ARCHITECTURES[opts.arch].max_levels:
+        raise UsageError(f"--levels: architecture {opts.arch!r} has 1 to {ARCHITECTURES[opts.arch].max_levels} "
+                         f"levels, not {opts.levels}")
 
 
 def train(opts: TrainOptions, console: Console | None = None) -> dict:

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from halitool.commands.common import app, output_options
+from halitool.commands.common import app, force_option, output_options
 from halitool.console import progress
 from halitool.errors import UsageError
 from halitool.data import default_root, open_dataset, parse_spec
@@ -96,7 +96,8 @@ def _info_table(result: dict) -> Table:
 @click.option("--check", is_flag=True,
               help="Decode every image once; the first missing or undecodable file is an error.")
 @output_options
-def info(spec: str, check: bool, fmt: str | None, output: str | None):
+@force_option
+def info(spec: str, check: bool, fmt: str | None, output: str | None, force: bool):
     """What a data set holds: samples per split, image shape, classes, attributes.
 
     \b
@@ -106,7 +107,8 @@ def info(spec: str, check: bool, fmt: str | None, output: str | None):
       halitool data info folder:./faces --check
     """
     result = dataset_summary(spec, check=check, console=app().console)
-    emit(result, command="data info", fmt=fmt, output=output, console=app().console, table=_info_table)
+    emit(result, command="data info", fmt=fmt, output=output, console=app().console, table=_info_table,
+         force=force)
 
 
 @data_group.command("cache")

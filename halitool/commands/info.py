@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 from rich.table import Table
 
-from halitool.commands.common import app, output_options
+from halitool.commands.common import app, force_option, output_options
 from halitool.report import emit
 
 
@@ -61,7 +61,8 @@ def _table(result: dict) -> Table:
 @click.command("info")
 @click.argument("checkpoint")
 @output_options
-def info_command(checkpoint: str, fmt: str | None, output: str | None):
+@force_option
+def info_command(checkpoint: str, fmt: str | None, output: str | None, force: bool):
     """What a checkpoint is: architecture, levels and shapes, parameters, training provenance, metrics, hash.
 
     CHECKPOINT is a path or the name of a shipped model (hali-mnist -> pretrained/hali-mnist.safetensors).
@@ -71,4 +72,5 @@ def info_command(checkpoint: str, fmt: str | None, output: str | None):
       halitool info hali-mnist
       halitool info runs/mnist/model.safetensors --format json
     """
-    emit(checkpoint_summary(checkpoint), command="info", fmt=fmt, output=output, console=app().console, table=_table)
+    emit(checkpoint_summary(checkpoint), command="info", fmt=fmt, output=output, console=app().console, table=_table,
+         force=force)
