@@ -385,6 +385,9 @@ def extract_features(
             attribute_names=ds.attribute_names if whole else (),
         )
 
+    if ds.image_cache is not None:  # check or build the decode-once cache now, not under the progress bar
+        ds.image_cache.console = console
+        ds.image_cache.open()
     encoder = _Encoder(model, dev, levels, latent, seed, with_logvar, precision, compile_model=compile,
                        console=console)
     dist_ctx = _distributed(dev)

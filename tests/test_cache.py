@@ -149,3 +149,19 @@ def test_data_cache_command(celeba_dir, tmp_path, mnist_dir, monkeypatch):
     assert code == 0 and json.loads(out)["built"] is True
     code, _, err = run_cli(["data", "cache", f"mnist:{mnist_dir}"])
     assert code == 2 and "only celeba" in err
+
+
+def test_extract_builds_the_cache_before_encoding_and_reuses_it(celeba_dir, tmp_path, counted_decodes):
+    from conftest import write_tiny_checkpoint
+    from halitool.extract import extract_features
+    from halitool.features import open_features
+
+    checkpoint = write_tiny_checkpoint(tmp_path / "c.safetensors", arch="celeba64")
+    direct = extract_features(checkpoint, open_dataset(f"celeba:{celeba_dir}", cache=False), tmp_path / "d.h5")
+    counted_decodes.clear()
+    for out in ("a.h5", "b.h5"):
+        extract_features(checkpoint, open_cached(celeba_dir, tmp_path / "cache"), tmp_path / out, workers=2)
+    assert len(counted_decodes) == 10  # decoded once, for the first run only
+    with open_features(direct["output"]) as d, open_features(tmp_path / "b.h5") as b:
+        for name in d.levels:
+            np.testing.assert_array_equal(b.read_level(name), d.read_level(name))
