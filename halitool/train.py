@@ -102,10 +102,14 @@ class Distributed:
 
 
 # ------------------------------------------------------------------------------------------ training state
-def _save_state(out: Path, step: int, seconds: float, opts: TrainOptions, opt_d, opt_g) -> None:
+def _save_state(out: Path, step: int, seconds: float, opts: TrainOptions, model: HALI, opt_d, opt_g) -> None:
+    """Everything ``--resume`` needs in ONE atomically replaced file: the weights, the optimisers, the RNG and
+    the step (as metadata). The model and state files are separate renames, so a kill can fall between them;
+    resuming from this file alone never mixes two steps. ``state.json`` is a readable copy of the metadata."""
     from safetensors.torch import save
 
-    tensors = {"rng.torch": torch.get_rng_state()}
+    tensors = {f"model.{k}": v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
+    tensors["rng.torch"] = torch.get_rng_state()
     if torch.cuda.is_available():
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"rng.cuda.{i}"] = s
@@ -116,21 +120,37 @@ def _save_state(out: Path, step: int, seconds: float, opts: TrainOptions, opt_d,
             for name, value in pstate.items():
                 tensors[f"{key}.{idx}.{name}"] = torch.as_tensor(value).detach().to("cpu", copy=True).contiguous()
         groups[key] = sd["param_groups"]
-    atomic_write_bytes(out / STATE_FILE, save(tensors), check=False)
     doc = {"step": step, "seconds": seconds, "options": _options_json(opts), "param_groups": groups}
+    atomic_write_bytes(out / STATE_FILE, save(tensors, metadata={"state": json.dumps(doc)}), check=False)
     atomic_write_bytes(out / STATE_JSON, (json.dumps(doc, indent=1) + "\n").encode(), check=False)
 
 
-def _load_state(out: Path, opt_d, opt_g) -> tuple[int, float, dict]:
-    from safetensors.torch import load_file
+def _load_state(out: Path, model: HALI, opt_d, opt_g, device: torch.device) -> tuple[int, float, dict]:
+    from safetensors import safe_open
 
     try:
-        doc = json.loads((out / STATE_JSON).read_text())
-        tensors = load_file(str(out / STATE_FILE))
+        with safe_open(str(out / STATE_FILE), framework="pt", device="cpu") as f:
+            metadata = f.metadata() or {}
+            tensors = {name: f.get_tensor(name) for name in f.keys()}
+        doc = json.loads(metadata["state"]) if "state" in metadata else json.loads((out / STATE_JSON).read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise BadInputError(f"{out}: cannot read the training state for --resume: {exc}") from None
     except Exception as exc:  # noqa: BLE001  safetensors' own error types
         raise BadInputError(f"{out / STATE_FILE}: corrupt training state: {exc}") from None
+    weights = {k[len("model."):]: v.to(device) for k, v in tensors.items() if k.startswith("model.")}
+    if not weights:  # a state file written before the weights moved into it: use the checkpoint, if it matches
+        from safetensors.torch import load_file
+
+        try:
+            weights = {k: v.to(device) for k, v in load_file(str(out / MODEL_FILE)).items()}
+            with safe_open(str(out / MODEL_FILE), framework="pt", device="cpu") as f:
+                steps = json.loads((f.metadata() or {}).get("training", "{}")).get("steps")
+        except Exception as exc:  # noqa: BLE001
+            raise BadInputError(f"{out / MODEL_FILE}: not a readable safetensors file: {exc}") from None
+        if steps != doc["step"]:
+            raise BadInputError(f"{out}: {MODEL_FILE} is of step {steps} but the training state of step "
+                                f"{doc['step']} (a run stopped between the two writes); start over with --force")
+    load_state_strict(out / STATE_FILE, model, weights)
     for key, opt in (("opt_d", opt_d), ("opt_g", opt_g)):
         state: dict[int, dict] = {}
         for name, value in tensors.items():
@@ -178,8 +198,8 @@ def _check_out(opts: TrainOptions) -> None:
     if opts.resume:
         if opts.force:
             raise UsageError("--resume and --force cannot be used together")
-        if not has_checkpoint or not (out / STATE_JSON).exists():
-            raise UsageError(f"{out}: nothing to resume (no {MODEL_FILE} and {STATE_JSON})")
+        if not (out / STATE_FILE).exists():
+            raise UsageError(f"{out}: nothing to resume (no {STATE_FILE})")
     elif has_checkpoint and not opts.force:
         raise UsageError(f"{out}: already holds a checkpoint; pass --resume to continue it or --force to start over")
     if opts.epochs is not None and opts.steps is not None:
@@ -242,14 +262,7 @@ def _train(opts: TrainOptions, console: Console, device: torch.device, ddp: Dist
     g_params = model.generator_parameters()
 
     if opts.resume:
-        from safetensors.torch import load_file
-
-        try:
-            tensors = load_file(str(out / MODEL_FILE))
-        except Exception as exc:  # noqa: BLE001
-            raise BadInputError(f"{out / MODEL_FILE}: not a readable safetensors file: {exc}") from None
-        load_state_strict(out / MODEL_FILE, model, {k: v.to(device) for k, v in tensors.items()})
-        step, seconds_before, saved = _load_state(out, opt_d, opt_g)
+        step, seconds_before, saved = _load_state(out, model, opt_d, opt_g, device)
         now = _options_json(opts)
         changed = [k for k in RUN_DEFINING if saved.get(k) != now.get(k)]
         if changed:
@@ -294,8 +307,8 @@ def _train(opts: TrainOptions, console: Console, device: torch.device, ddp: Dist
                        "recon_mse_images": int(len(x_eval))}
         info = {**training, "steps": step, "epochs": step / steps_per_epoch, "seconds": round(seconds(), 3),
                 "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        _save_state(out, step, seconds(), opts, model, opt_d, opt_g)
         save_checkpoint(out / MODEL_FILE, model, preprocessing=preprocessing, training=info, metrics=metrics)
-        _save_state(out, step, seconds(), opts, opt_d, opt_g)
         last_good = step
 
     last_metrics: dict = {}
