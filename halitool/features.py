@@ -243,7 +243,10 @@ class FeaturesFile:
             if isinstance(value, np.ndarray):
                 value = value.tolist()
             if key in JSON_ATTRS and isinstance(value, str) and value:
-                value = json.loads(value)
+                try:
+                    value = json.loads(value)
+                except json.JSONDecodeError:
+                    raise BadInputError(f"{self.path}: attribute {key!r} is not valid JSON ({value[:40]!r})") from None
             out[key] = value
         return out
 
@@ -386,7 +389,13 @@ def _validate(path: Path, h5: h5py.File, allow_incomplete: bool) -> None:
     version = version.item() if isinstance(version, np.generic) else version
     if version != FORMAT_VERSION:
         raise BadInputError(f"{path}: features format version {version!r} is not supported (this halitool reads {FORMAT_VERSION})")
-    if not allow_incomplete and not bool(h5.attrs.get("complete", False)):
+    complete = h5.attrs.get("complete", False)
+    if not (isinstance(complete, (bool, np.bool_)) or (isinstance(complete, (int, np.integer)) and complete in (0, 1))):
+        raise BadInputError(f"{path}: attribute 'complete' is {complete!r}, not true or false")
+    rows_done = h5.attrs.get("rows_done", 0)
+    if not isinstance(rows_done, (int, np.integer)) or isinstance(rows_done, (bool, np.bool_)) or rows_done < 0:
+        raise BadInputError(f"{path}: attribute 'rows_done' is {rows_done!r}, not a row count")
+    if not allow_incomplete and not bool(complete):
         raise BadInputError(f"{path}: incomplete features file (an interrupted extract; finish it with `halitool extract --resume`)")
     for key in ("index/split", "index/sample_id", "levels"):
         if key not in h5:
