@@ -48,12 +48,14 @@ def _extract_table(result: dict) -> Table:
               help="Compute precision (bf16 autocast on CPU and CUDA; features are stored as float32).")
 @click.option("--workers", type=click.IntRange(min=0), default=0,
               help="Threads decoding images ahead of the encoder (0: decode in the main thread).")
+@click.option("--compile", "compile_", is_flag=True,
+              help="Encode through torch.compile (pays on GPUs for large data sets; falls back without it).")
 @click.option("--resume", is_flag=True, help="Finish the partial file an interrupted run left beside OUT.")
 @force_option
 @click.option("--format", "fmt", type=FORMAT_CHOICE, default=None,
               help="Summary format: json on stdout, or a table on stderr [default: table on a terminal].")
 def extract_command(checkpoint, data_spec, output, split, levels, latent, seed, with_logvar, batch_size, device,
-                    precision, workers, resume, force, fmt):
+                    precision, workers, compile_, resume, force, fmt):
     """Per-level latent features of every image of a data set, written to an HDF5 features file.
 
     CHECKPOINT is a path or a shipped model name (hali-mnist). Rows keep the data set's order. The file is
@@ -74,7 +76,7 @@ def extract_command(checkpoint, data_spec, output, split, levels, latent, seed, 
     result = extract_features(
         checkpoint, data_spec, output, split=split, levels=levels, latent=latent, seed=seed,
         with_logvar=with_logvar, batch_size=batch_size, device=device, precision=precision, workers=workers,
-        resume=resume, force=force, console=console,
+        compile=compile_, resume=resume, force=force, console=console,
     )
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one summary for the whole run
         emit(result, command="extract", fmt=fmt, output=None, console=console, table=_extract_table)
