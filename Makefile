@@ -42,7 +42,7 @@ demo: setup
 	$(HALITOOL) reconstruct hali-mnist --data mnist:$(DATA)/mnist -o $(DEMO)/reconstructions.png --force --format table
 	$(HALITOOL) sample hali-mnist -o $(DEMO)/samples.png --force
 	$(HALITOOL) extract hali-mnist --data mnist:$(DATA)/mnist -o $(DEMO)/features.h5 --force --format json
-	$(HALITOOL) probe-attributes $(DEMO)/features.h5 --format table
+	$(HALITOOL) probe-attributes $(DEMO)/features.h5 --max-train 10000 --format table
 	HALITOOL_DATA=$(DATA) $(HALITOOL) semisup --labels 100 --format table
 
 clean:
