@@ -6,6 +6,7 @@ stdout carries data only; the library never writes to it. Commands receive a con
 from __future__ import annotations
 
 import os
+import sys
 
 from rich.console import Console
 from rich.progress import (
@@ -21,7 +22,10 @@ from rich.progress import (
 def make_console(color: bool | None = None, quiet: bool = False, verbose: bool = False) -> Console:
     """A stderr console; ``color=None`` means: colour on a terminal unless NO_COLOR is set."""
     no_color = color is False or (color is None and "NO_COLOR" in os.environ)
-    console = Console(stderr=True, no_color=no_color, force_terminal=True if color else None, highlight=False, log_path=False)
+    # Off a terminal (a log file, CI) rich would assume 80 columns and cut wide tables; logs can be wider.
+    width = None if sys.stderr.isatty() else 160
+    console = Console(stderr=True, no_color=no_color, force_terminal=True if color else None, highlight=False,
+                      log_path=False, width=width)
     console.quiet_mode = quiet  # type: ignore[attr-defined]
     console.verbose_mode = verbose  # type: ignore[attr-defined]
     if quiet:
