@@ -45,5 +45,10 @@ demo: setup
 	$(HALITOOL) probe-attributes $(DEMO)/features.h5 --max-train 10000 --format table
 	HALITOOL_DATA=$(DATA) $(HALITOOL) semisup --labels 100 --format table
 
+# Every benchmark against its baseline in one process (quick sizes); one JSON document on stdout.
+bench: setup
+	$(HALITOOL) data fetch mnist --root $(DATA)/mnist
+	$(PY) benchmarks/run_all.py --mnist mnist:$(DATA)/mnist
+
 clean:
 	rm -rf $(VENV) runs .pytest_cache
