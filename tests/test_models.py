@@ -125,3 +125,25 @@ def test_config_round_trips_and_rejects_unknown_keys_and_bad_values():
         ModelConfig(arch="tiny", levels=4)
     with pytest.raises(BadInputError):
         ModelConfig(arch="tiny", recon_weight=-1)
+
+
+def test_fold_batch_norm_keeps_outputs_and_leaves_the_model_alone():
+    from torch import nn
+
+    from halitool.models.hali import fold_batch_norm
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(arch="mnist", levels=2))
+    model.train()
+    for _ in range(3):  # give batch norm non-trivial running statistics
+        model.encode(torch.rand(32, 1, 28, 28))
+    model.eval()
+    folded = fold_batch_norm(model)
+    x = torch.rand(16, 1, 28, 28)
+    with torch.no_grad():
+        want, got = model.encode(x), folded.encode(x)
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], rtol=1e-5, atol=1e-5)
+    encoder_layers = [m for m in folded.encoders.modules()]
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in encoder_layers)
+    assert any(isinstance(m, nn.BatchNorm2d) for m in model.encoders.modules())
