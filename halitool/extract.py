@@ -39,7 +39,7 @@ from halitool.data import Dataset, open_dataset
 from halitool.errors import BadInputError, IncompleteOutputError, UsageError
 from halitool.features import FeaturesFile, FeaturesWriter, LevelLayout, open_features
 from halitool.fileio import check_output_path
-from halitool.models.hali import fold_batch_norm
+from halitool.models.hali import fold_batch_norm, images_to_input
 from halitool.runtime import command_line, library_versions, resolve_device
 
 LATENTS = ("mean", "sample")
@@ -170,7 +170,7 @@ class _Encoder:
             staging = staging[: len(images)]
             staging.copy_(batch)
             batch = staging
-        x = batch.to(self.device, non_blocking=True).float().div_(255.0)
+        x = images_to_input(batch, self.device, non_blocking=True)
         return x.contiguous(memory_format=torch.channels_last)
 
     def _forward(self, x: torch.Tensor, first_row: int) -> tuple[dict, dict | None]:

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from halitool.console import default_console, progress
 from halitool.data import Dataset, data_home
+from halitool.models import images_to_input
 from halitool.errors import BadInputError
 from halitool.fileio import atomic_write_bytes
 
@@ -157,7 +158,7 @@ def train_reference(ds: Dataset, settings: ReferenceSettings = DEFAULT_SETTINGS,
                 if step >= total:
                     break
                 rows = order[start_row: start_row + batch]
-                x = images[rows].to(device).float().div_(255)
+                x = images_to_input(images[rows], device)
                 loss = F.cross_entropy(net(x), labels[rows].to(device))
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -231,6 +232,6 @@ def accuracy(classifier: ReferenceClassifier, ds: Dataset, idx: np.ndarray, batc
     """Fraction of the real images ``idx`` of ``ds`` that the classifier assigns to their true class."""
     correct = 0
     for rows, images in ds.iter_batches(idx, batch_size):
-        x = torch.from_numpy(images).float().div_(255)
+        x = images_to_input(images)
         correct += int((classifier.predict(x).cpu() == torch.from_numpy(ds.labels[rows])).sum())
     return correct / max(1, len(idx))

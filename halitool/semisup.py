@@ -326,6 +326,8 @@ def run_finetune(features_train, labels_train, labelled_idx, features_test, seed
 
     import torch
 
+    from halitool.models import images_to_input
+
     prepared = prepared or prepare_finetune(features_train, features_test)
     labels_train = np.asarray(labels_train)
     linear = run_linear(features_train, labels_train, labelled_idx, features_test, seed, prepared=prepared["linear"])
@@ -350,7 +352,7 @@ def run_finetune(features_train, labels_train, labelled_idx, features_test, seed
     scale = torch.tensor(std, dtype=torch.float32, device=dev)
 
     def logits(images: np.ndarray):
-        x01 = torch.as_tensor(np.asarray(images), device=dev).float() / 255
+        x01 = images_to_input(np.asarray(images), dev)
         zs = net.encode(x01, mode="mean")
         feats = torch.cat([zs[name].flatten(1) for name in levels], dim=1)
         return head((feats - shift) / scale)

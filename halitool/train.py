@@ -28,7 +28,7 @@ from halitool.data import open_dataset
 from halitool.errors import BadInputError, HalitoolError, UsageError
 from halitool.fileio import atomic_write_bytes
 from halitool.runtime import hardware, resolve_device
-from halitool.models import HALI, ModelConfig, build_model
+from halitool.models import HALI, ModelConfig, build_model, images_to_input
 from halitool.models.config import ARCHITECTURES
 from halitool.visualize import reconstruction_mse, save_grid
 
@@ -185,10 +185,6 @@ def _write_grids(model: HALI, out: Path, step: int, x_show: torch.Tensor, seed: 
     model.train(was_training)
 
 
-def _to_float(images: np.ndarray, device: torch.device) -> torch.Tensor:
-    return torch.from_numpy(images).to(device).float().div_(255)
-
-
 # ------------------------------------------------------------------------------------------------- train
 def _check_out(opts: TrainOptions) -> None:
     out = opts.out
@@ -276,14 +272,14 @@ def _train(opts: TrainOptions, console: Console, device: torch.device, ddp: Dist
             for stale in (METRICS_FILE, STATE_FILE, STATE_JSON):
                 (out / stale).unlink(missing_ok=True)
         first = train_idx[: min(len(train_idx), 10000)]
-        model.init_pixel_bias(_to_float(ds.images(first), device).mean(dim=0))
+        model.init_pixel_bias(images_to_input(ds.images(first), device).mean(dim=0))
 
     if ddp.world > 1:
         # Same weights everywhere, different noise and dropout per process (and per resumed segment).
         torch.manual_seed(int(np.random.default_rng([opts.seed, ddp.rank, step]).integers(2**62)))
-    x_show = _to_float(ds.images(train_idx[:10]), device)
+    x_show = images_to_input(ds.images(train_idx[:10]), device)
     eval_idx = ds.indices("test")[: opts.eval_samples]
-    x_eval = _to_float(ds.images(eval_idx), "cpu") if len(eval_idx) else None
+    x_eval = images_to_input(ds.images(eval_idx), "cpu") if len(eval_idx) else None
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=opts.precision == "bf16")
     training = {
         "data": opts.data, "split": "train", "n_train": int(len(train_idx)), "batch_size": batch_size,
@@ -319,7 +315,7 @@ def _train(opts: TrainOptions, console: Console, device: torch.device, ddp: Dist
             epoch, pos = divmod(step, steps_per_epoch)
             order = np.random.default_rng([opts.seed, epoch]).permutation(train_idx)
             idx = order[pos * batch_size: (pos + 1) * batch_size][ddp.rank:: ddp.world]
-            x = _to_float(ds.images(idx), device)
+            x = images_to_input(ds.images(idx), device)
             with autocast:
                 losses = model.losses(x)
             names = [k for k in ("d_loss", "g_loss", "recon") if k in losses]

@@ -19,7 +19,7 @@ from halitool.console import default_console, progress
 from halitool.data import Dataset, open_dataset
 from halitool.errors import BadInputError, UsageError
 from halitool.fileio import atomic_path, check_output_path
-from halitool.models import HALI
+from halitool.models import HALI, images_to_input
 
 PAD = 1  # pixels of white between and around the images of a grid
 
@@ -98,7 +98,7 @@ def fidelity(model: HALI, ds: Dataset, idx: np.ndarray, classifier=None, batch_s
     with bar:
         task = bar.add_task("reconstructing", total=len(idx))
         for rows, images in ds.iter_batches(idx, batch_size):
-            x = torch.from_numpy(images).to(device).float().div_(255)
+            x = images_to_input(images, device)
             truth = torch.from_numpy(ds.labels[rows]).to(device) if classifier is not None else None
             if classifier is not None:
                 on_input = classifier.predict(x)
@@ -151,7 +151,7 @@ def _choose(idx: np.ndarray, n: int, seed: int, what: str) -> np.ndarray:
 
 
 def _float(ds: Dataset, rows: np.ndarray, device) -> torch.Tensor:
-    return torch.from_numpy(ds.images(rows)).to(device).float().div_(255)
+    return images_to_input(ds.images(rows), device)
 
 
 def _provenance(ckpt) -> dict:

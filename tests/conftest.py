@@ -50,6 +50,18 @@ def mnist_dir(tmp_path) -> Path:
 
 
 @pytest.fixture
+def one_torch_thread():
+    """Run a test on one torch thread: the machine's cores are shared, small problems run steadier on one, and
+    in-process results then sum in the same order as subprocesses started with OMP_NUM_THREADS=1."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def runner() -> CliRunner:
     return CliRunner()
 

@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 import pytest
-import torch
 from sklearn import metrics as skm
 
 from halitool.errors import UsageError
@@ -16,13 +15,7 @@ from halitool.probe import (
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # The test machine's cores are shared; one thread keeps these small problems fast and steady.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def planted(n: int, dim: int, n_attributes: int, seed: int, scale: float = 3.0):

@@ -7,7 +7,6 @@ import json
 import h5py
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from halitool.data import open_dataset
@@ -15,12 +14,7 @@ from halitool.features import write_features
 from tests.conftest import run_cli, write_mnist
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def small_features(path, n=(300, 100, 100), nan=False, attributes=True, provenance=None, split=None, sample_ids=None):

@@ -9,9 +9,9 @@ any checkpoint):
 """
 
 from halitool.models.config import ARCHITECTURES, Architecture, ModelConfig, get_architecture
-from halitool.models.hali import HALI, build_model, discriminator_loss, generator_loss
+from halitool.models.hali import HALI, build_model, discriminator_loss, generator_loss, images_to_input
 
 __all__ = [
     "ARCHITECTURES", "Architecture", "HALI", "ModelConfig", "build_model", "discriminator_loss",
-    "generator_loss", "get_architecture",
+    "generator_loss", "get_architecture", "images_to_input",
 ]

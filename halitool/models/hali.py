@@ -290,6 +290,14 @@ def _mlp(d_in: int, hidden: int, d_out: int, leak: float) -> nn.Sequential:
     return nn.Sequential(nn.Linear(d_in, hidden), nn.BatchNorm1d(hidden), nn.LeakyReLU(leak), nn.Linear(hidden, d_out))
 
 
+def images_to_input(images, device: torch.device | str | None = None, non_blocking: bool = False) -> Tensor:
+    """uint8 images ``[n, C, H, W]`` (numpy or torch) as the float ``[0, 1]`` input every model API takes."""
+    x = torch.as_tensor(images)
+    if device is not None:
+        x = x.to(device, non_blocking=non_blocking)
+    return x.float().div_(255)
+
+
 def fold_batch_norm(model: HALI) -> HALI:
     """An inference copy of ``model`` with every Conv2d + BatchNorm2d pair folded into one convolution.
 

@@ -71,14 +71,7 @@ def _levels(path: Path) -> dict[str, np.ndarray]:
         return {name: f.read_level(name) for name in f.levels}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """In-process runs use one thread, as the subprocesses do (OMP_NUM_THREADS=1): other thread counts may sum
-    in another order and change the last bits of the weights."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
