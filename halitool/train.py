@@ -96,6 +96,10 @@ class Distributed:
             for buffer in model.buffers():
                 self.dist.broadcast(buffer, 0)
 
+    def barrier(self) -> None:
+        if self.world > 1:
+            self.dist.barrier()
+
     def close(self) -> None:
         if self.world > 1 and self.dist.is_initialized():
             self.dist.destroy_process_group()
@@ -226,7 +230,11 @@ def train(opts: TrainOptions, console: Console | None = None) -> dict:
     device = resolve_device(opts.device)
     ddp = Distributed(device)
     try:
-        return _train(opts, console, device, ddp)
+        summary = _train(opts, console, device, ddp)
+        # Tear the process group down only once every rank is done (rank 0 writes the last checkpoint while the
+        # others would already be destroying the group; gloo then aborts a rank at exit).
+        ddp.barrier()
+        return summary
     finally:
         ddp.close()
 
