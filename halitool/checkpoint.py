@@ -98,8 +98,12 @@ def _config(path: Path, d: dict) -> ModelConfig:
         raise BadInputError(f"{path}: {exc}") from None
 
 
-def load_state_strict(path: Path, model: HALI, tensors: dict[str, torch.Tensor]) -> None:
-    """Load ``tensors`` into ``model``; any missing, unexpected or wrongly shaped name is a BadInputError."""
+def load_state_strict(path: Path, model: HALI, tensors: dict[str, torch.Tensor], assign: bool = False) -> None:
+    """Load ``tensors`` into ``model``; any missing, unexpected or wrongly shaped name is a BadInputError.
+
+    ``assign=True`` makes the (dtype-converted) tensors the model's own instead of copying them into it: the way
+    to fill a model built on the meta device.
+    """
     expected = model.state_dict()
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
@@ -120,7 +124,9 @@ def load_state_strict(path: Path, model: HALI, tensors: dict[str, torch.Tensor])
             f"{path}: tensors do not match architecture {model.config.arch!r} with {model.config.levels} levels; "
             + "; ".join(parts)
         )
-    model.load_state_dict(tensors, strict=True)
+    if assign:
+        tensors = {k: v.to(expected[k].dtype) for k, v in tensors.items()}
+    model.load_state_dict(tensors, strict=True, assign=assign)
 
 
 def _read_safetensors(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
@@ -179,12 +185,13 @@ def load_checkpoint(name_or_path: str | os.PathLike, device: str | torch.device 
             raise BadInputError(f"{path}: checkpoint format version {metadata.get('format_version')!r} is not "
                                 f"supported (this halitool reads version {FORMAT_VERSION})")
         config = _config(path, _json_field(path, metadata, "config"))
-    model = build_model(config)
+    with torch.device("meta"):  # no random initialisation (17 ms for mnist): every tensor comes from the file
+        model = build_model(config)
     recorded = _json_field(path, metadata, "levels", required=False)
     if recorded and recorded != level_shapes_json(model):
         raise BadInputError(f"{path}: recorded level shapes {recorded} differ from those of the rebuilt model "
                             f"{level_shapes_json(model)}")
-    load_state_strict(path, model, tensors)
+    load_state_strict(path, model, tensors, assign=True)
     model.to(device).eval()
     return LoadedCheckpoint(
         model=model,

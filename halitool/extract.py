@@ -39,7 +39,7 @@ from halitool.data import Dataset, open_dataset
 from halitool.errors import BadInputError, IncompleteOutputError, UsageError
 from halitool.features import FeaturesFile, FeaturesWriter, LevelLayout, open_features
 from halitool.fileio import check_output_path
-from halitool.models.hali import fold_batch_norm, images_to_input
+from halitool.models.hali import images_to_input, inference_copy
 from halitool.runtime import command_line, library_versions, resolve_device
 
 LATENTS = ("mean", "sample")
@@ -135,10 +135,9 @@ class _Encoder:
 
     def __init__(self, model, device: torch.device, levels: Sequence[str], latent: str, seed: int,
                  with_logvar: bool, precision: str, compile_model: bool = False, console: Console | None = None):
-        # Channels-last convolutions run about 1.4x faster on CPU (oneDNN) and suit tensor cores on GPU; the
-        # values are the same, only the memory order of the activations differs.
-        # Batch norm folded into the convolutions: one pass less over every activation (models/hali.py).
-        self.model = fold_batch_norm(model).to(memory_format=torch.channels_last)
+        # Encoders rewritten for inference (batch norm folded, in-place activations, channels-last): the same
+        # latents up to float rounding, about 1.45x faster on a CPU (models/hali.py, inference_copy).
+        self.model = inference_copy(model)
         self.device, self.levels = device, list(levels)
         self.latent, self.seed, self.with_logvar = latent, seed, with_logvar
         self.autocast = (

@@ -82,6 +82,7 @@ class FeaturesWriter:
     def __init__(self, h5: h5py.File):
         self.h5 = h5
         self.path = Path(h5.filename)
+        self._datasets: dict[str, h5py.Dataset] = {}  # looking a path up in h5py costs ~0.15 ms, once per batch
 
     @classmethod
     def create(
@@ -142,7 +143,10 @@ class FeaturesWriter:
         for kind, arrays in (("mean", means), ("logvar", logvars or {})):
             for name, array in arrays.items():
                 array = np.asarray(array, dtype=np.float32).reshape(len(array), -1)
-                self.h5[f"levels/{name}/{kind}"][start : start + len(array)] = array
+                key = f"levels/{name}/{kind}"
+                if key not in self._datasets:
+                    self._datasets[key] = self.h5[key]
+                self._datasets[key][start : start + len(array)] = array
 
     @classmethod
     def reopen(cls, path: Path) -> "FeaturesWriter":

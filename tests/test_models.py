@@ -127,23 +127,36 @@ def test_config_round_trips_and_rejects_unknown_keys_and_bad_values():
         ModelConfig(arch="tiny", recon_weight=-1)
 
 
-def test_fold_batch_norm_keeps_outputs_and_leaves_the_model_alone():
+@pytest.mark.parametrize("levels", [2, 3])
+def test_inference_copy_keeps_latents_and_leaves_the_model_alone(levels):
     from torch import nn
 
-    from halitool.models.hali import fold_batch_norm
+    from halitool.models.hali import _FullExtentLinear, inference_copy
 
     torch.manual_seed(0)
-    model = build_model(ModelConfig(arch="mnist", levels=2))
+    model = build_model(ModelConfig(arch="mnist", levels=levels))
     model.train()
     for _ in range(3):  # give batch norm non-trivial running statistics
         model.encode(torch.rand(32, 1, 28, 28))
     model.eval()
-    folded = fold_batch_norm(model)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    fast = inference_copy(model)
     x = torch.rand(16, 1, 28, 28)
     with torch.no_grad():
-        want, got = model.encode(x), folded.encode(x)
+        want, got = model.encode_stats(x), fast.encode_stats(x)
+        want_sample = model.encode(x, "sample", torch.Generator().manual_seed(1))
+        got_sample = fast.encode(x, "sample", torch.Generator().manual_seed(1))
     for name in want:
-        torch.testing.assert_close(got[name], want[name], rtol=1e-5, atol=1e-5)
-    encoder_layers = [m for m in folded.encoders.modules()]
-    assert not any(isinstance(m, nn.BatchNorm2d) for m in encoder_layers)
+        for w, g in zip(want[name], got[name]):
+            torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(got_sample[name], want_sample[name], rtol=1e-5, atol=1e-5)
+    fast_layers = list(fast.encoders.modules())
+    assert not any(isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) for m in fast_layers)
+    assert any(isinstance(m, _FullExtentLinear) for m in fast_layers)  # z2's 7x7 conv over the 7x7 z1 map
+    assert any(isinstance(m, nn.LeakyReLU) and m.inplace for m in fast_layers)
+    # the original keeps its layers and weights; the copy shares only the untouched decoders and discriminator
     assert any(isinstance(m, nn.BatchNorm2d) for m in model.encoders.modules())
+    assert not any(isinstance(m, nn.LeakyReLU) and m.inplace for m in model.modules())
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert fast.decoders is model.decoders and fast.encoders is not model.encoders

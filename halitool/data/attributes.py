@@ -1,20 +1,23 @@
 """Binary attributes for digit images: measured shape properties and properties of the class.
 
-Every measurement is a pure, vectorised numpy function of a uint8 stack ``[N, H, W]`` (no loop over images),
-so all 70,000 MNIST digits take well under a second per measurement. Definitions, with the reasoning behind
-each, are in docs/attributes.md; keep the two in step.
+Every measurement is a pure, vectorised function of a uint8 stack ``[N, H, W]`` (no loop over images). It runs
+in torch, whose reductions use every core: all 70,000 MNIST digits are measured in about a quarter of a second
+on two cores, under half the time numpy took (the measurement is part of opening MNIST, so of every extract).
+Definitions, with the reasoning behind each, are in docs/attributes.md; keep the two in step.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from halitool.data.base import SPLITS
 
 # A pixel belongs to the digit's ink when it is at least this bright (half of the uint8 range).
 INK_THRESHOLD = 128
-# Rows are measured in chunks so that the float32 working copies stay around 100 MB whatever N is.
-CHUNK = 16_384
+# Rows are measured in chunks so that the float32 working copies (about 13 MB for MNIST) stay in the CPU's
+# caches: 4,096 rows measured all of MNIST in 0.24 s, 16,384 rows in 0.46 s (2-core EPYC).
+CHUNK = 4_096
 
 MEASURED = ("thick", "slanted", "wide", "tall", "inky")
 LOOPED_DIGITS = (0, 6, 8, 9)  # 4 counts as open: most handwritten 4s are drawn with an open top
@@ -22,9 +25,8 @@ CLASS_DERIVED = ("even", "closed_loop", "greater_than_4")
 ATTRIBUTE_NAMES = MEASURED + CLASS_DERIVED
 
 
-def _bbox_extent(mask: np.ndarray, axis: int) -> np.ndarray:
-    """Number of pixels from the first to the last ink row (axis=2 -> columns) of each image; 0 without ink."""
-    hit = mask.any(axis=axis)  # [N, L]
+def _bbox_extent(hit: np.ndarray) -> np.ndarray:
+    """Number of lines from the first to the last one with ink, per image, from ``hit [N, L]``; 0 without ink."""
     length = hit.shape[1]
     first = hit.argmax(axis=1)
     last = length - 1 - hit[:, ::-1].argmax(axis=1)
@@ -32,34 +34,39 @@ def _bbox_extent(mask: np.ndarray, axis: int) -> np.ndarray:
 
 
 def _measure_chunk(images: np.ndarray) -> dict[str, np.ndarray]:
-    x = images.astype(np.float32) / 255.0  # [n, H, W] ink in [0, 1]
-    n, height, width = x.shape
-    mass = x.sum(axis=(1, 2))
-    safe_mass = np.maximum(mass, 1e-6)
+    pixels = torch.from_numpy(np.ascontiguousarray(images))
+    n, height, width = pixels.shape
+    x = pixels.float().div_(255.0)  # [n, H, W] ink in [0, 1]
+    # y points up so that a positive slant leans the top to the right.
+    ys = -torch.arange(height, dtype=torch.float32)
+    xs = torch.arange(width, dtype=torch.float32)
+    # One matrix product gives every row's ink and the ink-weighted sum of its column coordinates.
+    per_row = (x.reshape(n * height, width) @ torch.stack([torch.ones(width), xs], dim=1)).reshape(n, height, 2)
+    row_mass, row_x = per_row[..., 0], per_row[..., 1]  # [n, H]
+    mass = row_mass.sum(dim=1)
+    safe_mass = mass.clamp(min=1e-6)
     # Total variation (sum of |differences| between 4-neighbours, image border counted as background) is the
     # length of the ink's outline; a stroke of width w and length L has area ~ w*L and outline ~ 2*L.
-    padded = np.pad(x, ((0, 0), (1, 1), (1, 1)))
-    outline = np.abs(np.diff(padded, axis=1)).sum(axis=(1, 2)) + np.abs(np.diff(padded, axis=2)).sum(axis=(1, 2))
-    thickness = np.where(outline > 0, 2.0 * mass / np.maximum(outline, 1e-6), 0.0)
-    # Second moments of the ink, with y pointing up so that a positive slant leans the top to the right.
-    ys = -np.arange(height, dtype=np.float32)
-    xs = np.arange(width, dtype=np.float32)
-    row_mass, col_mass = x.sum(axis=2), x.sum(axis=1)  # [n, H], [n, W]
+    outline = (x[:, 1:, :] - x[:, :-1, :]).abs_().sum(dim=(1, 2)) + (x[:, :, 1:] - x[:, :, :-1]).abs_().sum(dim=(1, 2))
+    outline += x[:, 0, :].sum(dim=1) + x[:, -1, :].sum(dim=1) + x[:, :, 0].sum(dim=1) + x[:, :, -1].sum(dim=1)
+    thickness = torch.where(outline > 0, 2.0 * mass / outline.clamp(min=1e-6), 0.0)
+    # Second moments of the ink.
     mean_y = row_mass @ ys / safe_mass
-    mean_x = col_mass @ xs / safe_mass
-    var_y = np.maximum(row_mass @ (ys**2) / safe_mass - mean_y**2, 0.0)
-    cov_xy = np.einsum("nhw,h,w->n", x, ys, xs) / safe_mass - mean_x * mean_y
-    slant = np.where(var_y > 1e-6, cov_xy / np.maximum(var_y, 1e-6), 0.0)
-    mask = images >= INK_THRESHOLD
+    mean_x = row_x.sum(dim=1) / safe_mass
+    var_y = (row_mass @ ys.square() / safe_mass - mean_y.square()).clamp(min=0.0)
+    cov_xy = row_x @ ys / safe_mass - mean_x * mean_y
+    slant = torch.where(var_y > 1e-6, cov_xy / var_y.clamp(min=1e-6), 0.0)
+    # A row (column) has ink when its brightest pixel does; the maximum of uint8 is 2.5x faster than any().
+    ink_rows, ink_cols = pixels.amax(dim=2) >= INK_THRESHOLD, pixels.amax(dim=1) >= INK_THRESHOLD
     return {
-        "thickness": thickness,
-        "slant": slant,
-        "width": _bbox_extent(mask, axis=1).astype(np.float32),
-        "height": _bbox_extent(mask, axis=2).astype(np.float32),
+        "thickness": thickness.numpy(),
+        "slant": slant.numpy(),
+        "width": _bbox_extent(ink_cols.numpy()).astype(np.float32),
+        "height": _bbox_extent(ink_rows.numpy()).astype(np.float32),
         # MNIST scaled every digit to a 20-pixel box, so the box height is 20 for most digits; the spread of
         # the ink along y still varies. sqrt(12) x std is the length of a uniform bar of that spread.
-        "vertical_spread": np.sqrt(12.0 * var_y),
-        "ink_area": mass,
+        "vertical_spread": torch.sqrt(12.0 * var_y).numpy(),
+        "ink_area": mass.numpy(),
     }
 
 

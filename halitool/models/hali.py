@@ -168,9 +168,12 @@ class HALI(nn.Module):
 
     # ----------------------------------------------------------------------------------------------- set-up
     def reset_parameters(self) -> None:
-        """ALI's initialisation: weights ~ N(0, init_std), biases 0 (batch norm: scale 1, shift 0)."""
+        """ALI's initialisation: weights ~ N(0, init_std), biases 0 (batch norm: scale 1, shift 0).
+
+        A model built on the meta device (to be filled from a checkpoint) has no values to set.
+        """
         for m in self.modules():
-            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)) and not m.weight.is_meta:
                 nn.init.normal_(m.weight, 0.0, self.config.init_std)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
@@ -298,23 +301,80 @@ def images_to_input(images, device: torch.device | str | None = None, non_blocki
     return x.float().div_(255)
 
 
-def fold_batch_norm(model: HALI) -> HALI:
-    """An inference copy of ``model`` with every Conv2d + BatchNorm2d pair folded into one convolution.
+class _FullExtentLinear(nn.Module):
+    """A convolution whose kernel covers its whole input (no padding, stride 1) computed as one matrix product.
 
-    In eval mode batch norm is an affine map per channel, so folding it into the preceding convolution's weights
-    gives the same outputs up to float rounding (about 1e-6 relative) while skipping one pass over every
-    activation: about 18 % more images/s for the ``mnist`` encoder on a CPU. Training code must not use it.
+    oneDNN runs such a convolution several times slower than the equivalent ``linear`` on the flattened input
+    (measured: 7.4 ms vs 2.6 ms for the ``mnist`` z2 encoder's 16x7x7 -> 256 layer at batch 1024 on a CPU).
+    Same FLOPs, same values up to float rounding; the output keeps the convolution's ``[n, out, 1, 1]`` shape.
     """
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-    folded = copy.deepcopy(model).eval()
-    for seq in folded.modules():
-        if isinstance(seq, nn.Sequential):
-            for i in range(len(seq) - 1):
-                if isinstance(seq[i], nn.Conv2d) and isinstance(seq[i + 1], nn.BatchNorm2d):
-                    seq[i] = fuse_conv_bn_eval(seq[i], seq[i + 1])
-                    seq[i + 1] = nn.Identity()
-    return folded
+    def __init__(self, conv: nn.Conv2d):
+        super().__init__()
+        self.weight = nn.Parameter(conv.weight.detach().reshape(conv.out_channels, -1).clone(), requires_grad=False)
+        self.bias = None if conv.bias is None else nn.Parameter(conv.bias.detach().clone(), requires_grad=False)
+
+    def forward(self, h: Tensor) -> Tensor:
+        return F.linear(h.reshape(h.shape[0], -1), self.weight, self.bias)[:, :, None, None]
+
+
+# Layers whose output is a tensor of their own, so a LeakyReLU right after them may overwrite it.
+_FRESH_OUTPUT = (nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d, _FullExtentLinear)
+
+
+def inference_copy(model: HALI) -> HALI:
+    """A copy of ``model`` whose encoders are rewritten for fast inference; decoders and discriminator are shared.
+
+    In eval mode the rewrites give the same latents up to float rounding (about 1e-6 relative) and skip work:
+
+    - batch norm is an affine map per channel, so it is folded into the preceding convolution or linear layer
+      (one pass less over every activation);
+    - LeakyReLU runs in place after a layer that made a fresh tensor (no new activation buffer: on a CPU,
+      first-touch page faults on new buffers cost as much as the activation itself);
+    - a convolution covering its whole input becomes one matrix product (:class:`_FullExtentLinear`);
+    - the encoders' weights are channels-last, the layout oneDNN's convolutions are fastest with (about 1.4x
+      on a CPU) and that suits tensor cores on a GPU.
+
+    Measured on the ``mnist`` encoder, 2-core CPU, batch 1024: 54 ms -> 37 ms per batch. The encoders of
+    ``model`` are not touched; the copy shares the (unchanged) decoders and discriminator with it, so it is
+    for encoding only, never for training.
+    """
+    from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
+
+    shared = {id(model.decoders): model.decoders, id(model.discriminator): model.discriminator}
+    fast = copy.deepcopy(model, memo=shared)  # the memo makes deepcopy keep these two as they are
+    fast.encoders.eval()
+    input_sizes = {}  # Conv2d -> the spatial size of its input, seen on one example
+
+    def note_input_size(conv: nn.Module, args: tuple) -> None:
+        input_sizes[conv] = tuple(args[0].shape[2:])
+
+    hooks = [m.register_forward_pre_hook(note_input_size) for m in fast.encoders.modules() if isinstance(m, nn.Conv2d)]
+    with torch.no_grad():
+        fast.encode(torch.zeros(1, *fast.image_shape, device=fast.device))
+    for hook in hooks:
+        hook.remove()
+    for seq in fast.encoders.modules():
+        if not isinstance(seq, nn.Sequential):
+            continue
+        for i in range(len(seq)):
+            layer, after = seq[i], seq[i + 1] if i + 1 < len(seq) else None
+            input_size = input_sizes.get(layer)
+            if isinstance(layer, nn.Conv2d) and isinstance(after, nn.BatchNorm2d):
+                seq[i], seq[i + 1] = fuse_conv_bn_eval(layer, after), nn.Identity()
+            elif isinstance(layer, nn.Linear) and isinstance(after, nn.BatchNorm1d):
+                seq[i], seq[i + 1] = fuse_linear_bn_eval(layer, after), nn.Identity()
+            layer = seq[i]
+            if (isinstance(layer, nn.Conv2d) and tuple(layer.kernel_size) == input_size
+                    and layer.padding in (0, (0, 0), "valid") and layer.groups == 1
+                    and tuple(layer.dilation) == (1, 1)):
+                seq[i] = _FullExtentLinear(layer)
+        layers = [m for m in seq if not isinstance(m, nn.Identity)]
+        for before, layer in zip(layers, layers[1:]):
+            if isinstance(layer, nn.LeakyReLU) and isinstance(before, _FRESH_OUTPUT):
+                layer.inplace = True
+    fast.encoders.to(memory_format=torch.channels_last)
+    return fast
 
 
 def build_model(config: ModelConfig) -> HALI:
