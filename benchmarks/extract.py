@@ -1,10 +1,11 @@
 """Benchmark of ``halitool extract`` against a naive baseline, and against the machine's own limit.
 
-In one process: halitool's path end to end (reading IDX, encoding in batches, one HDF5 slab per batch) and a
-naive baseline on the same images (batch of one, one HDF5 write per row); the FLOP/s of a large float32 matrix
-product on the same device; the encoder's FLOPs per image counted with FlopCounterMode. Peak memory of
-extraction is measured in child processes for two data sizes (peak RSS growth from the moment the data set is
-open: model, batches, HDF5 buffers; the IDX reader itself holds the images in memory, 784 bytes each).
+In one process: halitool's path end to end (reading IDX, encoding in batches, one HDF5 slab per batch; the best
+of ``--repeats`` runs, every run listed) and a naive baseline on the same images (batch of one, one HDF5 write
+per row); the FLOP/s of a large float32 matrix product on the same device; the encoder's FLOPs per image
+counted with FlopCounterMode. Peak memory of extraction is measured in child processes for two data sizes (peak
+RSS growth from the moment the data set is open: model, batches, HDF5 buffers; the IDX reader itself holds the
+images in memory, 784 bytes each).
 
 ``--celeba-synthetic N`` benchmarks CelebA-shaped extraction from the decode-once cache instead: N synthetic
 64x64 RGB images are written through halitool's own cache builder (halitool.data.cache) and extracted with a
@@ -183,6 +184,8 @@ def run(argv: list[str] | None = None) -> dict:
     parser.add_argument("--compile", action="store_true", help="Encode through torch.compile.")
     parser.add_argument("--no-memory", action="store_true", help="Skip the peak-memory child processes.")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="End-to-end halitool runs; the best is reported, all are listed [default: 3].")
     args = parser.parse_args(argv)
 
     n_fast, n_naive, mem_sizes = (10_000, 500, (2_000, 20_000)) if args.quick else (70_000, 2_000, (10_000, 70_000))
@@ -206,8 +209,14 @@ def run(argv: list[str] | None = None) -> dict:
             warm = data
         # warm-up (MNIST: its test rows): libraries, allocator, kernels, compilation
         extract_features(checkpoint, warm, tmp / "warm.h5", split="all" if args.celeba_synthetic else "test", **options)
-        summary = extract_features(checkpoint, data, tmp / "fast.h5", **options)
-        fast_rate = summary["n_samples"] / summary["seconds"]
+        # Best of REPEATS end-to-end runs, as the matmul peak is the best of its timings: both then measure
+        # what the machine can do, not what another process took from it at that moment.
+        runs = []
+        for _ in range(args.repeats):  # a new output each time: replacing a file would time its deletion too
+            summary = extract_features(checkpoint, data, tmp / "fast.h5", **options)
+            runs.append(summary["n_samples"] / summary["seconds"])
+            (tmp / "fast.h5").unlink()
+        fast_rate = max(runs)
         n_naive = min(n_naive, summary["n_samples"])
         naive_rate = naive(checkpoint, data, tmp / "naive.h5", n_naive, device)
         flops = encoder_flops(checkpoint, device)
@@ -232,6 +241,7 @@ def run(argv: list[str] | None = None) -> dict:
         "compile": args.compile,
         "images": summary["n_samples"],
         "halitool_images_per_second": fast_rate,
+        "halitool_images_per_second_runs": runs,
         "naive_images": n_naive,
         "naive_images_per_second": naive_rate,
         "speedup": fast_rate / naive_rate,

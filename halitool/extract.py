@@ -45,6 +45,9 @@ from halitool.runtime import command_line, library_versions, resolve_device
 LATENTS = ("mean", "sample")
 PRECISIONS = ("fp32", "bf16")
 SPLIT_CHOICES = ("all", "train", "valid", "test")
+# How often the partial's progress (rows_done) is recorded and the file flushed: a kill loses at most this much
+# work. A flush after every batch cost 4 % of a 10,000-image MNIST run at batch 256.
+FLUSH_SECONDS = 0.5
 
 
 def partial_path(output: Path) -> Path:
@@ -449,24 +452,27 @@ def _encode_into(writer: FeaturesWriter, ds: Dataset, rows: np.ndarray, offset: 
                  batch_size: int, workers: int, console: Console, show: bool) -> int:
     """Fill ``writer`` (rows ``offset:offset+len`` of ``rows``) from its ``rows_done`` on; returns rows encoded.
 
-    The partial is flushed after every batch; on any exception (Ctrl-C included) it is closed with its progress
-    recorded before the exception goes on.
+    The partial's progress is recorded and flushed every FLUSH_SECONDS at most, and at the end; on any exception
+    (Ctrl-C included) it is recorded and the partial closed before the exception goes on.
     """
     n = writer.n_samples
     start = writer.rows_done
     bar = progress(console if show else Console(quiet=True), TextColumn("{task.fields[rate]} images/s"))
-    t0 = time.perf_counter()
+    t0 = last_flush = time.perf_counter()
     done = start
     pending = None  # (rows, _Pending) of the batch submitted but not yet written
 
     def write_pending() -> None:
-        nonlocal done, pending
+        nonlocal done, pending, last_flush
         (size, handle), pending = pending, None
         means, logvars = handle.result()
         writer.write(done, means, logvars)
         done += size
-        writer.mark_done(done)
-        bar.update(task, completed=done, rate=f"{(done - start) / (time.perf_counter() - t0):,.0f}")
+        now = time.perf_counter()
+        if now - last_flush >= FLUSH_SECONDS:
+            writer.mark_done(done)
+            last_flush = now
+        bar.update(task, completed=done, rate=f"{(done - start) / (now - t0):,.0f}")
 
     try:
         with bar, _DeferredInterrupt() as interrupt:
@@ -482,10 +488,13 @@ def _encode_into(writer: FeaturesWriter, ds: Dataset, rows: np.ndarray, offset: 
                 interrupt.check()
             if pending is not None:
                 write_pending()
+            writer.mark_done(done)
     except BaseException:
         if pending is not None:  # an encoded batch is as good as written: keep it for --resume
             with contextlib.suppress(Exception):
                 write_pending()
+        with contextlib.suppress(Exception):
+            writer.mark_done(done)
         with contextlib.suppress(Exception):
             writer.close()
         console.print(f"{writer.path}: {done:,} of {n:,} rows saved; run again with --resume to finish")

@@ -21,8 +21,10 @@ are written and flushed), ``extract_options`` (JSON: what a resume must match) a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -31,7 +33,7 @@ import h5py
 import numpy as np
 
 from halitool.data.base import SPLIT_NAMES, SPLITS
-from halitool.errors import BadInputError
+from halitool.errors import BadInputError, HalitoolError
 
 FORMAT = "halitool-features"
 FORMAT_VERSION = 1
@@ -47,9 +49,37 @@ CHUNK_BYTES = 256 * 1024  # inside the 10 KiB - 1 MiB band that suits row-slab w
 def _early_allocation() -> h5py.h5p.PropDCID:
     # File space for every chunk is allocated when the dataset is created: later slab writes only overwrite
     # raw data, so a writer killed between flushes leaves metadata that still describes the file.
+    # The space is not filled with zeros first (that wrote the whole file twice): rows are read only once
+    # ``rows_done`` covers them, and every row is written before it does. The disk blocks are reserved instead
+    # (_reserve_disk_space), so that a full disk still shows at creation, not in the middle of a run.
     dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
     dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+    dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
     return dcpl
+
+
+def _reserve_disk_space(h5: h5py.File) -> None:
+    """Reserve the disk blocks of every byte HDF5 has allocated, without writing them (fallocate).
+
+    A full disk then fails here, at creation, with ENOSPC (or EFBIG past a file size limit). A write that fails
+    half-way through a run instead leaves HDF5 in a state where closing the file crashed the interpreter.
+    """
+    h5.flush()
+    if not hasattr(os, "posix_fallocate"):  # not on macOS: the blocks are taken as rows are written
+        return
+    fd = os.open(h5.filename, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, h5.id.get_filesize())
+    finally:
+        os.close(fd)
+
+
+def _write_failure(exc: BaseException) -> str:
+    """The operating system's reason for a failed write, on one line (HDF5's own messages span several)."""
+    if isinstance(exc, OSError) and exc.errno:
+        return os.strerror(exc.errno)
+    reason = re.search(r"error message = '([^']*)'", str(exc))
+    return reason.group(1) if reason else " ".join(str(exc).split())
 
 
 def chunk_rows(n: int, row_bytes: int) -> int:
@@ -133,8 +163,14 @@ class FeaturesWriter:
                         chunks=(chunk_rows(n, level.dim * 4), level.dim) if n else None,
                         dcpl=_early_allocation(),
                     )
-        except BaseException:
-            h5.close()
+            _reserve_disk_space(h5)
+        except BaseException as exc:
+            with contextlib.suppress(Exception):  # a close that fails too must not hide why
+                h5.close()
+            with contextlib.suppress(OSError):  # just created and holds no rows: nothing to resume
+                os.unlink(path)
+            if isinstance(exc, (OSError, RuntimeError)):  # h5py reports failed writes as either
+                raise HalitoolError(f"{path}: cannot create the features file: {_write_failure(exc)}") from exc
             raise
         return cls(h5)
 
@@ -190,11 +226,14 @@ class FeaturesWriter:
         """Flush and close the file, then fsync it: after this the bytes on disk are the whole file."""
         path = self.path
         self.h5.flush()
-        self.h5.close()
+        self.close()
         with open(path, "rb+") as f:
             os.fsync(f.fileno())
 
     def close(self) -> None:
+        # Drop the cached dataset handles first: when the close fails (a full disk), h5py leaves them pointing
+        # into a half-closed file, and freeing them later crashed the interpreter (SIGSEGV in H5D_close).
+        self._datasets.clear()
         self.h5.close()
 
     def __enter__(self):
