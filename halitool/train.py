@@ -106,7 +106,8 @@ class Distributed:
 
 
 # ------------------------------------------------------------------------------------------ training state
-def _save_state(out: Path, step: int, seconds: float, opts: TrainOptions, model: HALI, opt_d, opt_g) -> None:
+def _save_state(out: Path, step: int, seconds: float, opts: TrainOptions, model: HALI, opt_d, opt_g,
+                legs: list[dict]) -> None:
     """Everything ``--resume`` needs in ONE atomically replaced file: the weights, the optimisers, the RNG and
     the step (as metadata). The model and state files are separate renames, so a kill can fall between them;
     resuming from this file alone never mixes two steps. ``state.json`` is a readable copy of the metadata."""
@@ -124,12 +125,13 @@ def _save_state(out: Path, step: int, seconds: float, opts: TrainOptions, model:
             for name, value in pstate.items():
                 tensors[f"{key}.{idx}.{name}"] = torch.as_tensor(value).detach().to("cpu", copy=True).contiguous()
         groups[key] = sd["param_groups"]
-    doc = {"step": step, "seconds": seconds, "options": _options_json(opts), "param_groups": groups}
+    doc = {"step": step, "seconds": seconds, "options": _options_json(opts), "legs": legs, "param_groups": groups}
     atomic_write_bytes(out / STATE_FILE, save(tensors, metadata={"state": json.dumps(doc)}), check=False)
     atomic_write_bytes(out / STATE_JSON, (json.dumps(doc, indent=1) + "\n").encode(), check=False)
 
 
-def _load_state(out: Path, model: HALI, opt_d, opt_g, device: torch.device) -> tuple[int, float, dict]:
+def _load_state(out: Path, model: HALI, opt_d, opt_g, device: torch.device) -> tuple[int, float, dict, list[dict]]:
+    """(step, seconds, options, legs) of the saved run, with the weights, optimisers and RNG restored."""
     from safetensors import safe_open
 
     try:
@@ -167,7 +169,9 @@ def _load_state(out: Path, model: HALI, opt_d, opt_g, device: torch.device) -> t
         cuda = [tensors[k] for k in sorted(k for k in tensors if k.startswith("rng.cuda."))]
         if len(cuda) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(cuda)
-    return int(doc["step"]), float(doc["seconds"]), doc["options"]
+    # A state written before legs were recorded knows only the command of its last leg, not where that began.
+    legs = doc.get("legs") or [{"from_step": None, "command": doc["options"].get("command", "")}]
+    return int(doc["step"]), float(doc["seconds"]), doc["options"], legs
 
 
 def _options_json(opts: TrainOptions) -> dict:
@@ -266,7 +270,7 @@ def _train(opts: TrainOptions, console: Console, device: torch.device, ddp: Dist
     g_params = model.generator_parameters()
 
     if opts.resume:
-        step, seconds_before, saved = _load_state(out, model, opt_d, opt_g, device)
+        step, seconds_before, saved, legs = _load_state(out, model, opt_d, opt_g, device)
         now = _options_json(opts)
         changed = [k for k in RUN_DEFINING if saved.get(k) != now.get(k)]
         if changed:
@@ -275,13 +279,15 @@ def _train(opts: TrainOptions, console: Console, device: torch.device, ddp: Dist
         if ddp.main:
             _truncate_metrics(out / METRICS_FILE, step)
     else:
-        step, seconds_before = 0, 0.0
+        step, seconds_before, legs = 0, 0.0, []
         if ddp.main:
             for stale in (METRICS_FILE, STATE_FILE, STATE_JSON):
                 (out / stale).unlink(missing_ok=True)
         first = train_idx[: min(len(train_idx), 10000)]
         model.init_pixel_bias(images_to_input(ds.images(first), device).mean(dim=0))
 
+    # Every command that trained this run, in order, with the step it started from (the checkpoint's provenance).
+    legs = [*legs, {"from_step": step, "command": opts.command}]
     if ddp.world > 1:
         # Same weights everywhere, different noise and dropout per process (and per resumed segment).
         torch.manual_seed(int(np.random.default_rng([opts.seed, ddp.rank, step]).integers(2**62)))
@@ -294,7 +300,7 @@ def _train(opts: TrainOptions, console: Console, device: torch.device, ddp: Dist
         "steps_per_epoch": steps_per_epoch, "lr": opts.lr, "betas": [opts.beta1, opts.beta2], "seed": opts.seed,
         "precision": opts.precision, "recon_weight": opts.recon_weight, "device": str(device),
         "hardware": hardware(device), "halitool_version": __version__, "torch_version": torch.__version__,
-        "command": opts.command, "processes": ddp.world,
+        "command": opts.command, "legs": legs, "processes": ddp.world,
     }
     preprocessing = {**ds.preprocessing, "image_shape": list(ds.image_shape), "model_input_range": [0, 1]}
     start_time = time.perf_counter()
@@ -311,7 +317,7 @@ def _train(opts: TrainOptions, console: Console, device: torch.device, ddp: Dist
                        "recon_mse_images": int(len(x_eval))}
         info = {**training, "steps": step, "epochs": step / steps_per_epoch, "seconds": round(seconds(), 3),
                 "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-        _save_state(out, step, seconds(), opts, model, opt_d, opt_g)
+        _save_state(out, step, seconds(), opts, model, opt_d, opt_g, legs)
         save_checkpoint(out / MODEL_FILE, model, preprocessing=preprocessing, training=info, metrics=metrics)
         last_good = step
 

@@ -58,6 +58,12 @@ def test_resumed_run_equals_uninterrupted_run(mnist_dir, tmp_path):
         assert torch.equal(full[name], part[name]), name
     steps = [json.loads(line)["step"] for line in (tmp_path / "part" / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4, 5, 6]
+    # the checkpoint records both commands that trained it, and where each began
+    legs = load_checkpoint(tmp_path / "part" / "model.safetensors").training["legs"]
+    assert [leg["from_step"] for leg in legs] == [0, 3]
+    assert "--steps 3" in legs[0]["command"] and "--resume" not in legs[0]["command"]
+    assert "--steps 6" in legs[1]["command"] and "--resume" in legs[1]["command"]
+    assert load_checkpoint(tmp_path / "full" / "model.safetensors").training["legs"][0]["from_step"] == 0
 
 
 def test_planted_nan_stops_and_keeps_the_last_good_checkpoint(mnist_dir, tmp_path, monkeypatch):

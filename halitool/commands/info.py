@@ -35,6 +35,8 @@ def _fmt(value) -> str:
     if isinstance(value, dict):
         return ", ".join(f"{k} {_fmt(v)}" for k, v in value.items())
     if isinstance(value, list):
+        if value and all(isinstance(v, dict) for v in value):  # records (training legs): one line each
+            return "\n".join(_fmt(v) for v in value)
         return "x".join(map(str, value)) if all(isinstance(v, int) for v in value) else str(value)
     return str(value)
 
