@@ -22,6 +22,7 @@ are written and flushed), ``extract_options`` (JSON: what a resume must match) a
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -70,6 +71,10 @@ def _reserve_disk_space(h5: h5py.File) -> None:
     fd = os.open(h5.filename, os.O_RDWR)
     try:
         os.posix_fallocate(fd, 0, h5.id.get_filesize())
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+            raise
+        # A file system that cannot reserve space (EOPNOTSUPP, EINVAL): the blocks are taken as rows are written.
     finally:
         os.close(fd)
 
@@ -231,9 +236,7 @@ class FeaturesWriter:
             os.fsync(f.fileno())
 
     def close(self) -> None:
-        # Drop the cached dataset handles first: when the close fails (a full disk), h5py leaves them pointing
-        # into a half-closed file, and freeing them later crashed the interpreter (SIGSEGV in H5D_close).
-        self._datasets.clear()
+        self._datasets.clear()  # the cached handles must not outlive the file
         self.h5.close()
 
     def __enter__(self):
