@@ -35,9 +35,10 @@ def resolve_device(name: str) -> torch.device:
 
 def library_versions() -> dict[str, str]:
     """halitool and the libraries whose behaviour its results depend on."""
+    from importlib.metadata import version
+
     import h5py
     import numpy as np
-    import sklearn
 
     from halitool import __version__
 
@@ -52,7 +53,9 @@ def library_versions() -> dict[str, str]:
         "numpy": np.__version__,
         "h5py": h5py.version.version,
         "hdf5": h5py.version.hdf5_version,
-        "scikit-learn": sklearn.__version__,
+        # From the installed package's metadata: importing scikit-learn costs about a second, and extract
+        # records these versions in every file without needing scikit-learn itself.
+        "scikit-learn": version("scikit-learn"),
     }
 
 
