@@ -29,15 +29,18 @@ from halitool.errors import BadInputError, HalitoolError, UsageError
 from halitool.fileio import atomic_write_bytes
 from halitool.runtime import hardware, resolve_device
 from halitool.models import HALI, ModelConfig, build_model, images_to_input
-from halitool.models.config import ARCHITECTURES
-from halitool.visualize import reconstruction_mse, save_grid
+from halitool.models.config import ARCHITECTURES, PAPER_OBJECTIVE, RECOMMENDED_OBJECTIVE
+from halitool.models.hali import collapse_indicator
+from halitool.visualize import class_kept, per_image_mse, save_grid
 
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "state.safetensors"
 STATE_JSON = "state.json"
 METRICS_FILE = "metrics.jsonl"
 # Options that define a run: a resumed run must use the same values.
-RUN_DEFINING = ("data", "arch", "levels", "batch_size", "lr", "beta1", "beta2", "seed", "precision", "recon_weight")
+RUN_DEFINING = ("data", "arch", "levels", "batch_size", "lr", "lr_d", "beta1", "beta2", "seed", "precision",
+                "objective", "val_size", "keep")
+KEEP = ("last", "best")
 
 
 @dataclass(frozen=True)
@@ -49,7 +52,7 @@ class TrainOptions:
     epochs: float | None = None  # None and steps None: one epoch
     steps: int | None = None  # total steps of the run (resumed runs count from the start)
     batch_size: int = 100
-    lr: float = 1e-4
+    lr: float = 3e-4
     beta1: float = 0.5
     beta2: float = 0.999
     seed: int = 0
@@ -60,9 +63,17 @@ class TrainOptions:
     sample_every: int = 1000
     checkpoint_every: int = 500
     log_every: int = 10
-    recon_weight: float = 0.0
-    eval_samples: int = 1000  # test images for the reconstruction MSE recorded in the checkpoint's metrics
+    lr_d: float | None = None  # the discriminator's learning rate (two time scales); None: --lr
+    # The objective's levers (ModelConfig's fields); a lever left out takes the value of RECOMMENDED_OBJECTIVE.
+    objective: dict = dataclasses.field(default_factory=dict)
+    val_size: int | None = None  # the last rows of the train split held out for evaluation; None: default_val_size
+    eval_every: int = 500
+    keep: str = "last"  # which snapshot model.safetensors holds: the last, or the best by validation_criterion
     command: str = ""
+
+    @property
+    def model_objective(self) -> dict:
+        return {**RECOMMENDED_OBJECTIVE, **self.objective}
 
 
 class Distributed:
@@ -107,7 +118,7 @@ class Distributed:
 
 # ------------------------------------------------------------------------------------------ training state
 def _save_state(out: Path, step: int, seconds: float, opts: TrainOptions, model: HALI, opt_d, opt_g,
-                legs: list[dict]) -> None:
+                legs: list[dict], best: dict | None = None) -> None:
     """Everything ``--resume`` needs in ONE atomically replaced file: the weights, the optimisers, the RNG and
     the step (as metadata). The model and state files are separate renames, so a kill can fall between them;
     resuming from this file alone never mixes two steps. ``state.json`` is a readable copy of the metadata."""
@@ -125,13 +136,14 @@ def _save_state(out: Path, step: int, seconds: float, opts: TrainOptions, model:
             for name, value in pstate.items():
                 tensors[f"{key}.{idx}.{name}"] = torch.as_tensor(value).detach().to("cpu", copy=True).contiguous()
         groups[key] = sd["param_groups"]
-    doc = {"step": step, "seconds": seconds, "options": _options_json(opts), "legs": legs, "param_groups": groups}
+    doc = {"step": step, "seconds": seconds, "options": _options_json(opts), "legs": legs, "param_groups": groups,
+           "best": best}
     atomic_write_bytes(out / STATE_FILE, save(tensors, metadata={"state": json.dumps(doc)}), check=False)
     atomic_write_bytes(out / STATE_JSON, (json.dumps(doc, indent=1) + "\n").encode(), check=False)
 
 
-def _load_state(out: Path, model: HALI, opt_d, opt_g, device: torch.device) -> tuple[int, float, dict, list[dict]]:
-    """(step, seconds, options, legs) of the saved run, with the weights, optimisers and RNG restored."""
+def _load_state(out: Path, model: HALI, opt_d, opt_g, device: torch.device) -> tuple[int, float, dict, list[dict], dict | None]:
+    """(step, seconds, options, legs, best snapshot) of the saved run, with the weights, optimisers and RNG restored."""
     from safetensors import safe_open
 
     try:
@@ -171,7 +183,7 @@ def _load_state(out: Path, model: HALI, opt_d, opt_g, device: torch.device) -> t
             torch.cuda.set_rng_state_all(cuda)
     # A state written before legs were recorded knows only the command of its last leg, not where that began.
     legs = doc.get("legs") or [{"from_step": None, "command": doc["options"].get("command", "")}]
-    return int(doc["step"]), float(doc["seconds"]), doc["options"], legs
+    return int(doc["step"]), float(doc["seconds"]), doc["options"], legs, doc.get("best")
 
 
 def _options_json(opts: TrainOptions) -> dict:
@@ -220,8 +232,20 @@ def _check_out(opts: TrainOptions) -> None:
     for name, beta in (("--beta1", opts.beta1), ("--beta2", opts.beta2)):
         if not 0.0 <= beta < 1.0:
             raise UsageError(f"{name} must be in [0, 1), not {beta}")
-    if not (math.isfinite(opts.recon_weight) and opts.recon_weight >= 0):
-        raise UsageError(f"--recon-weight must be 0 or more, not {opts.recon_weight}")
+    if opts.lr_d is not None and not (math.isfinite(opts.lr_d) and opts.lr_d > 0):
+        raise UsageError(f"--lr-d must be a positive number, not {opts.lr_d}")
+    unknown = sorted(set(opts.objective) - set(PAPER_OBJECTIVE))
+    if unknown:
+        raise UsageError(f"unknown objective levers: {', '.join(unknown)}")
+    for name, value in opts.objective.items():
+        if not isinstance(value, bool) and not (math.isfinite(value) and value >= 0):
+            raise UsageError(f"--{name.replace('_', '-')} must be 0 or more, not {value}")
+    if opts.keep not in KEEP:
+        raise UsageError(f"--keep must be one of {', '.join(KEEP)}, not {opts.keep!r}")
+    if opts.val_size is not None and opts.val_size < 0:
+        raise UsageError(f"--val-size must be 0 or more, not {opts.val_size}")
+    if opts.keep == "best" and opts.val_size == 0:
+        raise UsageError("--keep best selects by the validation slice: it needs --val-size above 0")
     if opts.arch in ARCHITECTURES and not 1 <= opts.levels <= ARCHITECTURES[opts.arch].max_levels:
         raise UsageError(f"--levels: architecture {opts.arch!r} has 1 to {ARCHITECTURES[opts.arch].max_levels} "
                          f"levels, not {opts.levels}")
@@ -243,12 +267,71 @@ def train(opts: TrainOptions, console: Console | None = None) -> dict:
         ddp.close()
 
 
+def default_val_size(n_train: int) -> int:
+    """1,000 images, or a tenth of a smaller train split."""
+    return min(1000, n_train // 10)
+
+
+def validation_split(train_idx: np.ndarray, val_size: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """(rows to train on, validation rows): the last ``val_size`` rows of the train split are held out
+    (:func:`default_val_size` when None).
+
+    Training, evaluation during training and snapshot selection read only these two sets, never another split.
+    """
+    if val_size is None:
+        val_size = default_val_size(len(train_idx))
+    if val_size >= len(train_idx):
+        raise BadInputError(f"--val-size {val_size} leaves no training images of {len(train_idx)}")
+    cut = len(train_idx) - val_size
+    return train_idx[:cut], train_idx[cut:]
+
+
+def validation_criterion(evaluation: dict) -> float:
+    """What ``--keep best`` minimises: the pixel MSE of the top level's reconstruction on the validation slice.
+
+    It reads no labels, so selecting by it leaks nothing into label-based evaluations (semisup with 100 labels);
+    the top level is the one that must hold the image's content through the narrowest code."""
+    return evaluation["levels"][max(evaluation["levels"], key=lambda name: int(name[1:]))]["mse"]
+
+
+@torch.no_grad()
+def evaluate(model: HALI, x_val: torch.Tensor, labels: np.ndarray | None, classifier, batch_size: int = 500) -> dict:
+    """Per level, on the validation images: pixel MSE and (with a classifier) the class kept by the
+    posterior-mean reconstruction; plus each level's collapse indicator (spread and std of the posterior)."""
+    was_training = model.training
+    model.eval()
+    mse = {level: 0.0 for level in model.level_names}
+    predicted = {level: [] for level in model.level_names}
+    posterior = {level: ([], []) for level in model.level_names}
+    for i in range(0, len(x_val), batch_size):
+        x = x_val[i: i + batch_size].to(model.device)
+        for level, (mean, logvar) in model.encode_stats(x).items():
+            posterior[level][0].append(mean.float().cpu())
+            posterior[level][1].append(logvar.float().cpu())
+        for level in model.level_names:
+            x_rec = model.reconstruct(x, level)
+            mse[level] += float(per_image_mse(x_rec, x).sum())
+            if classifier is not None:
+                predicted[level].append(classifier.predict(x_rec).cpu().numpy())
+    model.train(was_training)
+    out = {"images": int(len(x_val)), "levels": {}}
+    for level in model.level_names:
+        spread, std = collapse_indicator(torch.cat(posterior[level][0]), torch.cat(posterior[level][1]))
+        out["levels"][level] = {
+            "mse": mse[level] / max(1, len(x_val)),
+            "class_kept": class_kept(np.concatenate(predicted[level]), labels) if classifier is not None else None,
+            "spread": spread, "std": std,
+        }
+    return out
+
+
 def _train(opts: TrainOptions, console: Console, device: torch.device, ddp: Distributed) -> dict:
     ds = open_dataset(opts.data)
-    train_idx = ds.indices("train")
-    if len(train_idx) == 0:
+    all_train = ds.indices("train")
+    if len(all_train) == 0:
         raise BadInputError(f"{opts.data}: the data set has no training images")
-    config = ModelConfig(arch=opts.arch, levels=opts.levels, recon_weight=opts.recon_weight)
+    train_idx, val_idx = validation_split(all_train, opts.val_size)
+    config = ModelConfig(arch=opts.arch, levels=opts.levels, **opts.model_objective)
     if tuple(ds.image_shape) != tuple(config.architecture.image_shape):
         raise BadInputError(f"{opts.data}: images are {tuple(ds.image_shape)} but architecture {opts.arch!r} "
                             f"expects {tuple(config.architecture.image_shape)}")
@@ -264,13 +347,15 @@ def _train(opts: TrainOptions, console: Console, device: torch.device, ddp: Dist
     torch.manual_seed(opts.seed)
     model = build_model(config).to(device)
     model.train()
-    opt_d = torch.optim.Adam(model.discriminator.parameters(), lr=opts.lr, betas=(opts.beta1, opts.beta2))
+    lr_d = opts.lr_d if opts.lr_d is not None else opts.lr
+    opt_d = torch.optim.Adam(model.discriminator.parameters(), lr=lr_d, betas=(opts.beta1, opts.beta2))
     opt_g = torch.optim.Adam(model.generator_parameters(), lr=opts.lr, betas=(opts.beta1, opts.beta2))
     d_params = list(model.discriminator.parameters())
     g_params = model.generator_parameters()
 
+    best: dict | None = None  # {"step", "criterion", "evaluation"} of the snapshot --keep best holds
     if opts.resume:
-        step, seconds_before, saved, legs = _load_state(out, model, opt_d, opt_g, device)
+        step, seconds_before, saved, legs, best = _load_state(out, model, opt_d, opt_g, device)
         now = _options_json(opts)
         changed = [k for k in RUN_DEFINING if saved.get(k) != now.get(k)]
         if changed:
@@ -292,33 +377,51 @@ def _train(opts: TrainOptions, console: Console, device: torch.device, ddp: Dist
         # Same weights everywhere, different noise and dropout per process (and per resumed segment).
         torch.manual_seed(int(np.random.default_rng([opts.seed, ddp.rank, step]).integers(2**62)))
     x_show = images_to_input(ds.images(train_idx[:10]), device)
-    eval_idx = ds.indices("test")[: opts.eval_samples]
-    x_eval = images_to_input(ds.images(eval_idx), "cpu") if len(eval_idx) else None
+    x_val = images_to_input(ds.images(val_idx), "cpu") if len(val_idx) else None
+    val_labels = ds.labels[val_idx] if ds.labels is not None and len(val_idx) else None
+    classifier = None
+    if ddp.main and val_labels is not None:
+        from halitool.reference import reference_classifier
+
+        # Trained on the train split's real images only (cached): judges whether reconstructions keep the class.
+        with torch.random.fork_rng(devices=[]):
+            classifier = reference_classifier(ds, device=device, console=console)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=opts.precision == "bf16")
     training = {
         "data": opts.data, "split": "train", "n_train": int(len(train_idx)), "batch_size": batch_size,
-        "steps_per_epoch": steps_per_epoch, "lr": opts.lr, "betas": [opts.beta1, opts.beta2], "seed": opts.seed,
-        "precision": opts.precision, "recon_weight": opts.recon_weight, "device": str(device),
-        "hardware": hardware(device), "halitool_version": __version__, "torch_version": torch.__version__,
-        "command": opts.command, "legs": legs, "processes": ddp.world,
+        "validation": {"rows": "last of the train split", "n": int(len(val_idx)),
+                       "first_index": int(val_idx[0]) if len(val_idx) else None},
+        "steps_per_epoch": steps_per_epoch, "lr": opts.lr, "lr_d": lr_d, "betas": [opts.beta1, opts.beta2],
+        "seed": opts.seed, "precision": opts.precision, "objective": config.objective, "keep": opts.keep,
+        "device": str(device), "hardware": hardware(device), "halitool_version": __version__,
+        "torch_version": torch.__version__, "command": opts.command, "legs": legs, "processes": ddp.world,
     }
     preprocessing = {**ds.preprocessing, "image_shape": list(ds.image_shape), "model_input_range": [0, 1]}
     start_time = time.perf_counter()
     last_good = step if opts.resume else None
     window: dict[str, list[float]] = {}
+    last_eval: dict | None = None
 
     def seconds() -> float:
         return seconds_before + time.perf_counter() - start_time
 
     def checkpoint(metrics: dict) -> None:
-        nonlocal last_good
-        if x_eval is not None:
-            metrics = {**metrics, "recon_mse": reconstruction_mse(model, x_eval.to(device)),
-                       "recon_mse_images": int(len(x_eval))}
+        nonlocal last_good, last_eval, best
+        if x_val is not None and (last_eval is None or last_eval["step"] != step):
+            last_eval = {"step": step, **evaluate(model, x_val, val_labels, classifier)}
+        metrics = {**metrics, **({"validation": last_eval} if last_eval else {})}
         info = {**training, "steps": step, "epochs": step / steps_per_epoch, "seconds": round(seconds(), 3),
                 "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-        _save_state(out, step, seconds(), opts, model, opt_d, opt_g, legs)
-        save_checkpoint(out / MODEL_FILE, model, preprocessing=preprocessing, training=info, metrics=metrics)
+        if opts.keep == "best":
+            score = validation_criterion(last_eval)
+            if best is None or score < best["criterion"]:
+                best = {"step": step, "criterion": score}
+                save_checkpoint(out / MODEL_FILE, model, preprocessing=preprocessing,
+                                training={**info, "selected": {"by": "lowest top-level validation MSE", **best}},
+                                metrics=metrics)
+        else:
+            save_checkpoint(out / MODEL_FILE, model, preprocessing=preprocessing, training=info, metrics=metrics)
+        _save_state(out, step, seconds(), opts, model, opt_d, opt_g, legs, best)
         last_good = step
 
     last_metrics: dict = {}
@@ -332,12 +435,12 @@ def _train(opts: TrainOptions, console: Console, device: torch.device, ddp: Dist
             x = images_to_input(ds.images(idx), device)
             with autocast:
                 losses = model.losses(x)
-            names = [k for k in ("d_loss", "g_loss", "recon") if k in losses]
-            logged = torch.stack([losses[k].detach().float() for k in names]
-                                 + [losses["s_q"].detach().mean(), losses["s_p"].detach().mean()])
+            values = _step_values(losses)
+            names = list(values)
+            logged = torch.tensor([values[k] for k in names], dtype=torch.float64)
             ddp.average([logged])  # every process sees the same values, so all stop together on NaN
-            values = dict(zip(names, logged[: len(names)].tolist()))
-            bad = {k: v for k, v in values.items() if not math.isfinite(v)}
+            values = dict(zip(names, logged.tolist()))
+            bad = {k: v for k, v in values.items() if k in LOSS_NAMES and not math.isfinite(v)}
             if bad:
                 kept = (f"the last good checkpoint {out / MODEL_FILE} (step {last_good}) is kept"
                         if last_good is not None else "no checkpoint was written")
@@ -355,14 +458,20 @@ def _train(opts: TrainOptions, console: Console, device: torch.device, ddp: Dist
             opt_g.step()
             ddp.sync_buffers(model)
             step += 1
-            values["s_q"], values["s_p"] = logged[len(names):].tolist()
             for k, v in values.items():
                 window.setdefault(k, []).append(v)
-            bar.update(task, advance=1, losses=" ".join(f"{k} {v:.3f}" for k, v in values.items()))
-            if step % opts.log_every == 0 or step == total:
+            bar.update(task, advance=1, losses=_progress_line(values, last_eval))
+            evaluated = False
+            if ddp.main and x_val is not None and (step % opts.eval_every == 0 or step == total):
+                last_eval = {"step": step, **evaluate(model, x_val, val_labels, classifier)}
+                evaluated = True
+            if step % opts.log_every == 0 or step == total or evaluated:
                 last_metrics = {k: float(np.mean(v)) for k, v in window.items()}
-                log.write(json.dumps({"step": step, "epoch": round(step / steps_per_epoch, 4), **last_metrics,
-                                      "seconds": round(seconds(), 3)}) + "\n")
+                record = {"step": step, "epoch": round(step / steps_per_epoch, 4), **last_metrics,
+                          "seconds": round(seconds(), 3)}
+                if evaluated:
+                    record["validation"] = {k: v for k, v in last_eval.items() if k != "step"}
+                log.write(json.dumps(record) + "\n")
                 log.flush()
                 window.clear()
             if ddp.main and (step % opts.sample_every == 0 or step == total):
@@ -372,7 +481,40 @@ def _train(opts: TrainOptions, console: Console, device: torch.device, ddp: Dist
     return {
         "output": str(out / MODEL_FILE), "steps": step, "epochs": step / steps_per_epoch,
         "seconds": round(seconds(), 3), "device": str(device), "metrics": last_metrics, "rank": ddp.rank,
+        "validation": last_eval, "best": best,
     }
+
+
+LOSS_NAMES = ("d_loss", "g_loss", "adv", "recon", "recon2", "cycle", "r1")
+
+
+def _step_values(losses: dict) -> dict[str, float]:
+    """The numbers logged for one step: every loss part, the mean joint logits, the discriminator's accuracy on
+    each kind of tuple and score (``acc_q.joint``: inference tuples called real; ``acc_p.joint``: generative
+    tuples called fake) and, per level, the collapse indicator (``z1_spread`` against ``z1_std``)."""
+    values = {k: float(losses[k].detach()) for k in LOSS_NAMES if k in losses}
+    values["s_q"], values["s_p"] = float(losses["s_q"].detach().mean()), float(losses["s_p"].detach().mean())
+    for key, s in losses.items():
+        if key.startswith("s_q."):
+            values[f"acc_q.{key[4:]}"] = float((s.detach() > 0).float().mean())
+        elif key.startswith("s_p."):
+            values[f"acc_p.{key[4:]}"] = float((s.detach() < 0).float().mean())
+        elif key.startswith("posterior."):
+            spread, std = collapse_indicator(*s)
+            values[f"{key[10:]}_spread"], values[f"{key[10:]}_std"] = spread, std
+    return values
+
+
+def _progress_line(values: dict, evaluation: dict | None) -> str:
+    parts = [f"d {values['d_loss']:.2f} g {values['g_loss']:.2f}",
+             f"D acc q/p {values['acc_q.joint']:.2f}/{values['acc_p.joint']:.2f}"]
+    parts += [f"{k[:-7]} spread/std {values[k]:.2f}/{values[k[:-7] + '_std']:.2f}"
+              for k in values if k.endswith("_spread")]
+    if evaluation:
+        for level, v in evaluation["levels"].items():
+            kept = f" kept {v['class_kept']:.0%}" if v["class_kept"] is not None else ""
+            parts.append(f"val {level} mse {v['mse']:.3f}{kept}")
+    return " | ".join(parts)
 
 
 def _truncate_metrics(path: Path, step: int) -> None:

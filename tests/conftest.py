@@ -26,8 +26,10 @@ def digit_like_images(labels: np.ndarray, rng: np.random.Generator, size: int = 
     return (images * 255).astype(np.uint8)
 
 
-def write_mnist(root: Path, n_train: int = 200, n_test: int = 50, gz: bool = False, seed: int = 0) -> Path:
-    """Four IDX files in MNIST's layout with digit-like, class-dependent images."""
+def write_mnist(root: Path, n_train: int = 200, n_test: int = 50, gz: bool = False, seed: int = 0,
+                classes: tuple[str, ...] | list[str] | None = tuple(str(d) for d in range(10))) -> Path:
+    """Four IDX files in MNIST's layout with digit-like, class-dependent images, and ``classes.txt`` naming the
+    classes (the digits unless told otherwise; None writes no such file)."""
     rng = np.random.default_rng(seed)
     root.mkdir(parents=True, exist_ok=True)
     for prefix, n in (("train", n_train), ("t10k", n_test)):
@@ -41,6 +43,8 @@ def write_mnist(root: Path, n_train: int = 200, n_test: int = 50, gz: bool = Fal
                 (root / f"{name}.gz").write_bytes(gzip.compress(data))
             else:
                 (root / name).write_bytes(data)
+    if classes is not None:
+        (root / "classes.txt").write_text("".join(name + "\n" for name in classes))
     return root
 
 

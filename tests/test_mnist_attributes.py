@@ -110,3 +110,40 @@ def test_mnist_attributes_match_the_measurements(mnist_dir):
     train = ds.split == 0
     inky = shapes["ink_area"] > np.median(shapes["ink_area"][train])
     np.testing.assert_array_equal(ds.attributes[:, ds.attribute_names.index("inky")], inky.astype(np.int8))
+
+
+def test_class_derived_attributes_are_not_invented_for_classes_that_are_not_digits(tmp_path):
+    from halitool.data import open_dataset
+    from halitool.data.attributes import MEASURED
+    from conftest import write_mnist
+
+    fashion = ["T-shirt", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Boot"]
+    named = open_dataset(f"mnist:{write_mnist(tmp_path / 'fashion', classes=fashion)}")
+    assert named.attribute_names == list(MEASURED) and named.attributes.shape == (len(named), len(MEASURED))
+    assert named.class_names == fashion
+    # Labels 0-9 and no classes.txt: not MNIST's own labels, so nothing says these are digits.
+    unnamed = open_dataset(f"mnist:{write_mnist(tmp_path / 'plain', classes=None)}")
+    assert unnamed.attribute_names == list(MEASURED) and unnamed.class_names == [str(d) for d in range(10)]
+    # The measured attributes are the same whatever the classes are.
+    np.testing.assert_array_equal(named.attributes, unnamed.attributes)
+
+
+def test_mnist_own_training_labels_make_the_classes_digits(tmp_path, monkeypatch):
+    import hashlib
+
+    from halitool.data import mnist, open_dataset
+    from conftest import write_mnist
+
+    root = write_mnist(tmp_path / "m", classes=None)
+    digest = hashlib.md5((root / "train-labels-idx1-ubyte").read_bytes()).hexdigest()
+    assert open_dataset(f"mnist:{root}").attribute_names != list(ATTRIBUTE_NAMES)
+    monkeypatch.setitem(mnist.MNIST_FILES, "train-labels-idx1-ubyte", (digest, 208))  # as if these were MNIST's
+    assert open_dataset(f"mnist:{root}").attribute_names == list(ATTRIBUTE_NAMES)
+
+
+def test_a_class_names_file_that_does_not_fit_the_labels_is_exit_3(tmp_path):
+    from conftest import run_cli, write_mnist
+
+    root = write_mnist(tmp_path / "m", classes=["a", "b"])
+    code, _, stderr = run_cli(["data", "info", f"mnist:{root}"])
+    assert code == 3 and "classes.txt" in stderr and "2 class names" in stderr

@@ -33,14 +33,16 @@ def test_training_steps_change_weights_and_write_a_loadable_checkpoint(mnist_dir
     loaded = load_checkpoint(run / "model.safetensors")
     assert loaded.training["steps"] == 3 and loaded.training["seed"] == 3
     assert loaded.training["command"].startswith("halitool train --data")
-    assert loaded.training["split"] == "train" and loaded.training["n_train"] == 200
-    assert set(loaded.metrics["recon_mse"]) == {"z1", "z2"}
+    # a tenth of the 200 training images is held out as the validation slice (the last 20 rows)
+    assert loaded.training["split"] == "train" and loaded.training["n_train"] == 180
+    assert loaded.training["validation"]["n"] == 20 and loaded.training["validation"]["first_index"] == 180
+    assert set(loaded.metrics["validation"]["levels"]) == {"z1", "z2"}
     assert not loaded.model.training
 
     torch.manual_seed(3)
     fresh = hali.build_model(loaded.config)
     trained = loaded.model.state_dict()
-    changed = [k for k, v in fresh.state_dict().items() if k.endswith("weight") and not torch.equal(v, trained[k])]
+    changed = [k for k, v in fresh.state_dict().items() if k.endswith(("weight", "weight.original")) and not torch.equal(v, trained[k])]
     assert any(k.startswith("encoders.") for k in changed)
     assert any(k.startswith("decoders.") for k in changed)
     assert any(k.startswith("discriminator.") for k in changed)
@@ -77,7 +79,8 @@ def test_planted_nan_stops_and_keeps_the_last_good_checkpoint(mnist_dir, tmp_pat
         return loss * float("nan") if calls["n"] >= 4 else loss
 
     monkeypatch.setattr(hali, "generator_loss", poisoned)
-    code, _, stderr = _train(mnist_dir, run, "--steps", "6", "--checkpoint-every", "2")
+    # The paper's objective: one generator_loss call per step (unary scores would add one per score).
+    code, _, stderr = _train(mnist_dir, run, "--steps", "6", "--checkpoint-every", "2", "--objective", "paper")
     assert code == 1
     assert "diverged at step 4" in stderr and "g_loss = nan" in stderr and "(step 2)" in stderr
     loaded = load_checkpoint(run / "model.safetensors")
@@ -142,3 +145,77 @@ def test_bf16_and_recon_weight_are_recorded(mnist_dir, tmp_path):
     assert loaded.config.recon_weight == 2.5 and loaded.training["precision"] == "bf16"
     assert "recon" in loaded.metrics
     assert all(t.dtype == torch.float32 for t in loaded.model.state_dict().values() if t.is_floating_point())
+
+
+def test_training_logs_what_a_researcher_watches(mnist_dir, tmp_path):
+    code, _, stderr = _train(mnist_dir, tmp_path / "run", "--steps", "4", "--eval-every", "2")
+    assert code == 0, stderr
+    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    for line in lines:
+        for key in ("acc_q.joint", "acc_p.joint", "acc_q.x", "acc_p.z2", "z1_spread", "z1_std", "z2_spread",
+                    "recon", "recon2", "cycle", "adv"):
+            assert key in line, key
+        assert 0 <= line["acc_q.joint"] <= 1 and line["z2_std"] > 0
+    evaluated = [line for line in lines if "validation" in line]
+    assert [line["step"] for line in evaluated] == [2, 4]
+    for level in ("z1", "z2"):
+        v = evaluated[-1]["validation"]["levels"][level]
+        assert 0 <= v["class_kept"] <= 1 and v["mse"] > 0 and v["spread"] >= 0
+
+
+def test_training_never_reads_test_rows(mnist_dir, tmp_path, monkeypatch):
+    from halitool import train as train_module
+    from halitool.data import open_dataset
+
+    read: list[int] = []
+    opened = {}
+
+    def recording_open(spec):
+        ds = open_dataset(spec)
+        loader = ds.loader
+
+        def load(idx):
+            read.extend(int(i) for i in idx)
+            return loader(idx)
+
+        ds.loader = load
+        opened["ds"] = ds
+        return ds
+
+    monkeypatch.setattr(train_module, "open_dataset", recording_open)
+    code, _, stderr = _train(mnist_dir, tmp_path / "run", "--steps", "4", "--eval-every", "2", "--keep", "best")
+    assert code == 0, stderr
+    ds = opened["ds"]
+    test_rows = set(ds.indices("test").tolist())
+    assert read and not test_rows & set(read)
+    assert set(ds.indices("train")[-20:].tolist()) <= set(read)  # the validation slice was evaluated
+
+
+def test_keep_best_holds_the_snapshot_with_the_lowest_validation_mse(mnist_dir, tmp_path):
+    run = tmp_path / "run"
+    code, _, stderr = _train(mnist_dir, run, "--steps", "6", "--eval-every", "2", "--checkpoint-every", "2",
+                             "--keep", "best")
+    assert code == 0, stderr
+    evaluated = {line["step"]: line["validation"]["levels"]["z2"]["mse"]
+                 for line in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if "validation" in line}
+    best_step = min(evaluated, key=evaluated.get)
+    loaded = load_checkpoint(run / "model.safetensors")
+    assert loaded.training["selected"]["step"] == best_step == loaded.training["steps"]
+    assert loaded.training["selected"]["criterion"] == pytest.approx(evaluated[best_step])
+    # resuming keeps the record of the best snapshot so far
+    code, _, stderr = _train(mnist_dir, run, "--steps", "8", "--eval-every", "2", "--checkpoint-every", "2",
+                             "--keep", "best", "--resume")
+    assert code == 0, stderr
+    state = json.loads((run / "state.json").read_text())
+    assert state["step"] == 8 and state["best"]["criterion"] <= evaluated[best_step]
+
+
+def test_paper_objective_and_explicit_levers_are_recorded(mnist_dir, tmp_path):
+    from halitool.models.config import PAPER_OBJECTIVE, RECOMMENDED_OBJECTIVE
+
+    assert _train(mnist_dir, tmp_path / "paper", "--steps", "1", "--objective", "paper")[0] == 0
+    assert load_checkpoint(tmp_path / "paper" / "model.safetensors").config.objective == PAPER_OBJECTIVE
+    assert _train(mnist_dir, tmp_path / "rec", "--steps", "1", "--cycle-weight", "3", "--r1-weight", "0.5")[0] == 0
+    loaded = load_checkpoint(tmp_path / "rec" / "model.safetensors")
+    assert loaded.config.objective == {**RECOMMENDED_OBJECTIVE, "cycle_weight": 3.0, "r1_weight": 0.5}
+    assert loaded.training["objective"] == loaded.config.objective

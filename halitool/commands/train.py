@@ -20,7 +20,8 @@ from halitool.runtime import command_line
 @click.option("--epochs", type=float, default=None, help="Train this many epochs in all [default: 1 unless --steps].")
 @click.option("--steps", type=int, default=None, help="Train this many steps in all (counted from the run's start).")
 @click.option("--batch-size", type=int, default=100)
-@click.option("--lr", type=float, default=1e-4, help="Adam learning rate (both players).")
+@click.option("--lr", type=float, default=3e-4, show_default=True,
+              help="Adam learning rate (the encoders and decoders; the discriminator too unless --lr-d).")
 @click.option("--beta1", type=float, default=0.5)
 @click.option("--beta2", type=float, default=0.999)
 @click.option("--seed", type=int, default=0, help="Seed of the initialisation, the data order, noise and dropout.")
@@ -31,9 +32,28 @@ from halitool.runtime import command_line
 @click.option("--sample-every", type=int, default=1000, help="Write sample and reconstruction grids every N steps.")
 @click.option("--checkpoint-every", type=int, default=500, help="Write the checkpoint and training state every N steps.")
 @click.option("--log-every", type=int, default=10, help="Append averaged losses to metrics.jsonl every N steps.")
-@click.option("--recon-weight", type=float, default=0.0,
-              help="Add this weight x the level-1 pixel MSE (x -> z1 -> x') to the encoder/decoder loss. "
-                   "Not part of HALI (0 = the paper's purely adversarial model); recorded in the config.")
+@click.option("--lr-d", type=float, default=None, help="The discriminator's learning rate [default: --lr].")
+@click.option("--objective", type=click.Choice(["recommended", "paper"]), default="recommended", show_default=True,
+              help="Starting values of the levers below: 'recommended' (what docs/training.md found to learn) or "
+                   "'paper' (HALI's purely adversarial game: every lever off). A lever given explicitly wins.")
+@click.option("--spectral-norm/--no-spectral-norm", default=None, help="Spectral normalisation of the discriminator.")
+@click.option("--unary-scores/--no-unary-scores", default=None,
+              help="BigBiGAN's unary discriminator scores for x and for each level, beside the joint score.")
+@click.option("--instance-noise", type=float, default=None, help="Std of Gaussian noise on the discriminator's image input.")
+@click.option("--r1-weight", type=float, default=None, help="Gamma of the R1 gradient penalty on inference tuples.")
+@click.option("--recon-weight", type=float, default=None, help="Weight of the level-1 pixel MSE (x -> z1 -> x').")
+@click.option("--recon2-weight", type=float, default=None,
+              help="Weight of the pixel MSE of the higher levels' reconstructions (x -> z1 -> z2 -> z1 -> x'').")
+@click.option("--cycle-weight", type=float, default=None,
+              help="Weight of the latent cycle: top z ~ N(0, I) -> x -> re-encoded top z, MSE.")
+@click.option("--val-size", type=int, default=None,
+              help="Hold the last N images of the train split out of training, for --eval-every and --keep best "
+                   "[default: 1,000, or a tenth of a smaller train split].")
+@click.option("--eval-every", type=int, default=500, show_default=True,
+              help="Every N steps: each level's reconstruction MSE, class kept and collapse indicator on the held-out slice.")
+@click.option("--keep", type=click.Choice(["last", "best"]), default="last", show_default=True,
+              help="model.safetensors holds the last snapshot, or the checkpoint with the lowest top-level "
+                   "reconstruction MSE on the held-out slice (no labels, no test data).")
 def train_command(**kwargs):
     """Train a HALI model on the train split of SPEC; checkpoints, samples and metrics go to --out.
 
@@ -52,9 +72,16 @@ def train_command(**kwargs):
     """
     from halitool.train import TrainOptions, train
 
-    for name in ("steps", "batch_size", "sample_every", "checkpoint_every", "log_every"):
+    from halitool.models.config import PAPER_OBJECTIVE
+
+    for name in ("steps", "batch_size", "sample_every", "checkpoint_every", "log_every", "eval_every"):
         if kwargs[name] is not None and kwargs[name] < 1:
             raise click.BadParameter("must be at least 1", param_hint="--" + name.replace("_", "-"))
+    preset = kwargs.pop("objective")
+    levers = {name: kwargs.pop(name) for name in PAPER_OBJECTIVE}
+    objective = dict(PAPER_OBJECTIVE) if preset == "paper" else {}
+    objective.update({name: value for name, value in levers.items() if value is not None})
+    kwargs["objective"] = objective
     command = _command_line(click.get_current_context())
     console = app().console
     summary = train(TrainOptions(command=command, **kwargs), console)

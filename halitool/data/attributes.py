@@ -109,8 +109,9 @@ def class_attributes(labels: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
-def digit_attributes(images: np.ndarray, labels: np.ndarray, split: np.ndarray) -> tuple[np.ndarray, list[str]]:
-    """The attribute table ``int8 [N, A]`` (0/1) and its names, in :data:`ATTRIBUTE_NAMES` order.
+def shape_attributes(images: np.ndarray, split: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """The measured attributes only, ``int8 [N, len(MEASURED)]`` in :data:`MEASURED` order: for grey-level
+    images whose classes are not digits (the class-derived attributes would be invented there).
 
     Measured properties are thresholded at their median over the training split, so about half the training
     rows are positive (exactly half when no value ties the median).
@@ -123,9 +124,16 @@ def digit_attributes(images: np.ndarray, labels: np.ndarray, split: np.ndarray) 
         "tall": shapes["vertical_spread"],
         "inky": shapes["ink_area"],
     }
-    columns = {name: above_train_median(values, np.asarray(split)) for name, values in measured.items()}
-    columns.update(class_attributes(labels))
-    table = np.stack([columns[name] for name in ATTRIBUTE_NAMES], axis=1) if len(labels) else np.zeros(
-        (0, len(ATTRIBUTE_NAMES)), dtype=np.int8
-    )
+    columns = [above_train_median(measured[name], np.asarray(split)) for name in MEASURED]
+    table = np.stack(columns, axis=1) if len(images) else np.zeros((0, len(MEASURED)), dtype=np.int8)
+    return table.astype(np.int8), list(MEASURED)
+
+
+def digit_attributes(images: np.ndarray, labels: np.ndarray, split: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """The attribute table ``int8 [N, A]`` (0/1) and its names, in :data:`ATTRIBUTE_NAMES` order: the measured
+    attributes of :func:`shape_attributes`, then those that follow from the digit class."""
+    measured, _ = shape_attributes(images, split)
+    derived = class_attributes(labels)
+    table = np.concatenate([measured, np.stack([derived[name] for name in CLASS_DERIVED], axis=1)
+                            if len(labels) else np.zeros((0, len(CLASS_DERIVED)), dtype=np.int8)], axis=1)
     return table.astype(np.int8), list(ATTRIBUTE_NAMES)

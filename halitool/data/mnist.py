@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import hashlib
+
 import numpy as np
 
-from halitool.data.attributes import digit_attributes
+from halitool.data.attributes import digit_attributes, shape_attributes
 from halitool.data.base import SPLITS, Dataset, register_reader
-from halitool.data.idx import read_idx
+from halitool.data.idx import encode_idx, read_idx
 from halitool.errors import BadInputError
 
 # The official files; the MD5s are of the uncompressed bytes (REFERENCE.md §4).
@@ -19,6 +21,35 @@ MNIST_FILES = {
     "t10k-labels-idx1-ubyte": ("27ae3e4e09519cfbb04c329615203637", 10_008),
 }
 SPLIT_PREFIX = {"train": "train", "test": "t10k"}
+# Optional, beside the IDX files: one class name per line, in label order (label 0 first).
+CLASS_NAMES_FILE = "classes.txt"
+DIGITS = [str(d) for d in range(10)]
+
+
+def read_class_names(root: Path, n_classes: int) -> list[str] | None:
+    """The names in ``classes.txt``, or None without that file; one name per label is required."""
+    path = root / CLASS_NAMES_FILE
+    if not path.is_file():
+        return None
+    try:
+        names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadInputError(f"{path}: cannot read the class names: {exc}") from None
+    if len(names) < n_classes:
+        raise BadInputError(f"{path}: {len(names)} class names for labels up to {n_classes - 1}")
+    if len(set(names)) != len(names):
+        raise BadInputError(f"{path}: class names repeat")
+    return names
+
+
+def classes_are_digits(train_labels: np.ndarray, class_names: list[str] | None) -> bool:
+    """Whether the classes are the digits 0-9, so that attributes of the digit (even, closed loop, > 4) mean
+    something: ``classes.txt`` says so, or (without that file) the training labels are MNIST's own, byte for
+    byte. Another data set in the same layout (Fashion-MNIST, KMNIST, ...) also has labels 0-9 but not digits."""
+    if class_names is not None:
+        return class_names == DIGITS
+    digest = hashlib.md5(encode_idx(np.ascontiguousarray(train_labels, dtype=np.uint8))).hexdigest()
+    return digest == MNIST_FILES["train-labels-idx1-ubyte"][0]
 
 
 def find_idx(root: Path, stem: str) -> Path:
@@ -48,8 +79,9 @@ def read_split(root: Path, prefix: str) -> tuple[np.ndarray, np.ndarray]:
 def open_mnist(root: Path) -> Dataset:
     """Train (split 0) then test (split 2); sample ids 0..N_train-1 then N_train.. for test.
 
-    The attribute table holds measured shape properties and class-derived properties of each digit
-    (:func:`halitool.data.attributes.digit_attributes`; docs/attributes.md).
+    The attribute table holds measured shape properties of every image and, when the classes are digits
+    (:func:`classes_are_digits`), the properties of each digit's class (docs/attributes.md). Class names come
+    from ``classes.txt`` when the folder has one, else they are the label numbers.
     """
     train_x, train_y = read_split(root, SPLIT_PREFIX["train"])
     test_x, test_y = read_split(root, SPLIT_PREFIX["test"])
@@ -61,7 +93,11 @@ def open_mnist(root: Path) -> Dataset:
         [np.full(len(train_x), SPLITS["train"]), np.full(len(test_x), SPLITS["test"])]
     ).astype(np.int8)
     n_classes = int(labels.max()) + 1 if len(labels) else 0
-    attributes, attribute_names = digit_attributes(images[:, 0], labels, split)
+    class_names = read_class_names(root, n_classes)
+    if classes_are_digits(train_y, class_names):
+        attributes, attribute_names = digit_attributes(images[:, 0], labels, split)
+    else:
+        attributes, attribute_names = shape_attributes(images[:, 0], split)
     return Dataset(
         kind="mnist",
         root=root,
@@ -70,7 +106,7 @@ def open_mnist(root: Path) -> Dataset:
         sample_ids=np.arange(len(images)),
         loader=lambda idx: images[idx],
         labels=labels,
-        class_names=[str(c) for c in range(n_classes)],
+        class_names=class_names[:n_classes] if class_names is not None else [str(c) for c in range(n_classes)],
         attributes=attributes,
         attribute_names=attribute_names,
         preprocessing={"source": "idx", "channels": 1, "size": list(images.shape[2:]), "value_range": [0, 255]},

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 
 from halitool.errors import BadInputError
@@ -102,12 +103,33 @@ def get_architecture(name: str) -> Architecture:
         raise BadInputError(f"unknown architecture {name!r}; known: {', '.join(sorted(ARCHITECTURES))}") from None
 
 
+# The levers that make the adversarial game learn on a small budget (docs/training.md measures each one).
+# A checkpoint written before a lever existed lacks its key and was trained without it: LEGACY gives the
+# value that rebuilds such a model exactly as it was.
+LEGACY = {"spectral_norm": False, "instance_noise": 0.0, "r1_weight": 0.0, "unary_scores": False,
+          "recon2_weight": 0.0, "cycle_weight": 0.0}
+
+
 @dataclass(frozen=True)
 class ModelConfig:
-    """Everything needed to rebuild a model: the architecture name, the number of levels and the hyperparameters.
+    """Everything needed to rebuild a model: the architecture name, the number of levels, the hyperparameters
+    and the training objective.
 
-    ``recon_weight`` > 0 adds a pixel reconstruction term for level 1 to the generator loss (not in HALI;
-    0 is the pure adversarial model of the paper).
+    The objective is ALI's game over the whole tuple (x, z1, ..., zL) plus these levers (each 0/False turns it
+    off; all off is the paper's purely adversarial HALI, :data:`PAPER_OBJECTIVE`):
+
+    - ``spectral_norm``: spectral normalisation of every discriminator layer (Miyato et al. 2018); the
+      discriminator then has no batch norm.
+    - ``instance_noise``: std of Gaussian noise added to the discriminator's image input (in [-1, 1] units).
+    - ``r1_weight``: gamma of the R1 penalty gamma/2 * E ||grad D(x, z1, ...)||^2 on inference tuples
+      (Mescheder et al. 2018).
+    - ``unary_scores``: BigBiGAN's unary terms (Donahue & Simonyan 2019): besides the joint score, one score
+      for x alone and one for each level alone, each with its own adversarial loss.
+    - ``recon_weight``: weight of the level-1 pixel MSE of x -> z1 sample -> x'.
+    - ``recon2_weight``: weight of the pixel MSE of each higher level's reconstruction x -> ... -> z_l sample
+      -> posterior-mean decoding back to x (summed over levels 2..L).
+    - ``cycle_weight``: weight of the latent cycle (ALICE-style, in latent space): z_L ~ N(0, I) down the
+      generative chain to x, re-encoded to the posterior mean of z_L; the MSE against the z_L drawn.
     """
 
     arch: str = "mnist"
@@ -116,6 +138,12 @@ class ModelConfig:
     dropout: float = 0.2  # on the inputs of discriminator layers (ALI)
     init_std: float = 0.01  # weights ~ N(0, init_std), biases 0 (ALI)
     recon_weight: float = 0.0
+    spectral_norm: bool = False
+    instance_noise: float = 0.0
+    r1_weight: float = 0.0
+    unary_scores: bool = False
+    recon2_weight: float = 0.0
+    cycle_weight: float = 0.0
 
     def __post_init__(self) -> None:
         arch = get_architecture(self.arch)
@@ -123,8 +151,18 @@ class ModelConfig:
             raise BadInputError(f"architecture {self.arch!r} supports 1 to {arch.max_levels} levels, not {self.levels!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise BadInputError(f"dropout must be in [0, 1), not {self.dropout!r}")
-        if self.recon_weight < 0:
-            raise BadInputError(f"recon_weight must be >= 0, not {self.recon_weight!r}")
+        for name in ("recon_weight", "instance_noise", "r1_weight", "recon2_weight", "cycle_weight"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
+                raise BadInputError(f"{name} must be a number >= 0, not {value!r}")
+        for name in ("spectral_norm", "unary_scores"):
+            if not isinstance(getattr(self, name), bool):
+                raise BadInputError(f"{name} must be true or false, not {getattr(self, name)!r}")
+
+    @property
+    def objective(self) -> dict:
+        """The objective's levers (the fields of :data:`PAPER_OBJECTIVE`) and their values."""
+        return {name: getattr(self, name) for name in PAPER_OBJECTIVE}
 
     @property
     def architecture(self) -> Architecture:
@@ -143,6 +181,16 @@ class ModelConfig:
         if unknown:
             raise BadInputError(f"unknown model config keys: {', '.join(unknown)}")
         try:
-            return cls(**d)
+            return cls(**{**LEGACY, **d})
         except TypeError as exc:
             raise BadInputError(f"bad model config {json.dumps(d)}: {exc}") from None
+
+
+# The paper's objective: ALI's game over the whole tuple, nothing else.
+PAPER_OBJECTIVE = {"spectral_norm": False, "instance_noise": 0.0, "r1_weight": 0.0, "unary_scores": False,
+                   "recon_weight": 0.0, "recon2_weight": 0.0, "cycle_weight": 0.0}
+
+# What `halitool train` uses unless told otherwise: the levers that made the mnist model learn on a CPU budget
+# (docs/training.md has the ablation behind each value).
+RECOMMENDED_OBJECTIVE = {"spectral_norm": True, "instance_noise": 0.0, "r1_weight": 0.0, "unary_scores": True,
+                         "recon_weight": 100.0, "recon2_weight": 100.0, "cycle_weight": 1.0}

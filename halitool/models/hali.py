@@ -75,14 +75,21 @@ def _up2(cin: int, cout: int, bias: bool = True) -> nn.ConvTranspose2d:
 
 
 class Discriminator(nn.Module):
-    """D(x, z1, ..., zL) -> one logit, fusing the levels in stages: x, then z1 (spatially), then each vector."""
+    """D(x, z1, ..., zL) -> one joint logit, fusing the levels in stages: x, then z1 (spatially), then each vector.
 
-    def __init__(self, arch: Architecture, levels: int, leak: float, dropout: float):
+    With ``unary`` it also gives BigBiGAN's unary logits: ``x`` from the image features alone (``unary_x``),
+    ``z1`` from its own small conv path (``unary_z1``) and each vector level from its branch (``unary_z.{i}``).
+    With ``spectral_norm`` every layer is spectrally normalised and there is no batch norm.
+    """
+
+    def __init__(self, arch: Architecture, levels: int, leak: float, dropout: float, unary: bool = False,
+                 spectral_norm: bool = False):
         super().__init__()
         c, w = arch.image_shape[0], arch.x_widths
         layers: list[nn.Module] = []
         for i, width in enumerate(w):
-            layers += _d_block(_down2(c if i == 0 else w[i - 1], width), width, leak, dropout, bn=i > 0)
+            layers += _d_block(_down2(c if i == 0 else w[i - 1], width), width, leak, dropout,
+                               bn=i > 0 and not spectral_norm)
         self.x = nn.Sequential(*layers)
         layers, cin = [], w[-1] + arch.z1_channels
         for width in arch.d_z1_widths:
@@ -105,12 +112,67 @@ class Discriminator(nn.Module):
         )
         self.out = nn.Sequential(nn.Dropout(dropout), nn.Linear(hid, hid), nn.LeakyReLU(leak),
                                  nn.Dropout(dropout), nn.Linear(hid, 1))
+        self.unary = unary
+        if unary:
+            z1c, (h1, w1) = arch.z1_channels, arch.z1_size
+            x_features = w[-1] * (arch.image_shape[1] // 2 ** len(w)) * (arch.image_shape[2] // 2 ** len(w))
+            self.unary_x = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(x_features, 1))
+            self.unary_z1 = nn.Sequential(*_d_block(nn.Conv2d(z1c, arch.d_z1_widths[0], 3, padding=1),
+                                                    arch.d_z1_widths[0], leak, dropout),
+                                          nn.Flatten(), nn.Dropout(dropout),
+                                          nn.Linear(arch.d_z1_widths[0] * h1 * w1, 1))
+            self.unary_z = nn.ModuleList(nn.Sequential(nn.Dropout(dropout), nn.Linear(hid, 1)) for _ in self.z)
+        if spectral_norm:
+            from torch.nn.utils.parametrizations import spectral_norm as sn
+
+            for module in list(self.modules()):
+                for name, child in list(module.named_children()):
+                    if isinstance(child, (nn.Conv2d, nn.Linear)):
+                        setattr(module, name, sn(child))
 
     def forward(self, x: Tensor, zs: list[Tensor]) -> Tensor:
-        h = self.z1(torch.cat([self.x(x), zs[0]], dim=1))
+        return self.scores(x, zs)["joint"]
+
+    def scores(self, x: Tensor, zs: list[Tensor]) -> dict[str, Tensor]:
+        """Every logit [n]: ``joint`` and, with unary terms, ``x`` and one per level (``z1``, ``z2``, ...)."""
+        hx = self.x(x)
+        h = self.z1(torch.cat([hx, zs[0]], dim=1))
+        branches = []
         for z, branch, join in zip(zs[1:], self.z, self.join):
-            h = join(torch.cat([h, branch(z)], dim=1))
-        return self.out(h).squeeze(1)
+            hz = branch(z)
+            branches.append(hz)
+            h = join(torch.cat([h, hz], dim=1))
+        out = {"joint": self.out(h).squeeze(1)}
+        if self.unary:
+            out["x"] = self.unary_x(hx).squeeze(1)
+            out["z1"] = self.unary_z1(zs[0]).squeeze(1)
+            for i, (hz, head) in enumerate(zip(branches, self.unary_z)):
+                out[f"z{i + 2}"] = head(hz).squeeze(1)
+        return out
+
+
+def r1_penalty(score_sum: Tensor, inputs: list[Tensor]) -> Tensor:
+    """Mean over the batch of ||grad of the scores w.r.t. all ``inputs``||^2 (R1, Mescheder et al. 2018).
+
+    ``score_sum`` is the sum over the batch of each tuple's score(s), so its gradient w.r.t. an input row is that
+    row's gradient; the graph is kept so that the penalty itself can be differentiated.
+    """
+    grads = torch.autograd.grad(score_sum, inputs, create_graph=True)
+    n = inputs[0].shape[0]
+    return sum(g.float().pow(2).reshape(n, -1).sum(dim=1) for g in grads).mean()
+
+
+def collapse_indicator(mean: Tensor, logvar: Tensor) -> tuple[float, float]:
+    """(spread, std) of a Gaussian posterior over a batch: ``spread`` is the standard deviation across the batch
+    of the posterior means, ``std`` the posterior's own standard deviation, both averaged over dimensions.
+
+    An encoder that ignores its input has spread 0 whatever its std; a useful one has a spread well above its
+    std (the posterior tells images apart). Needs a batch of at least 2.
+    """
+    m = mean.detach().float().flatten(1)
+    spread = m.std(dim=0).mean()
+    std = torch.exp(0.5 * logvar.detach().float().flatten(1)).mean()
+    return float(spread), float(std)
 
 
 class HALI(nn.Module):
@@ -163,7 +225,8 @@ class HALI(nn.Module):
             decoders.append(GaussianHead(_mlp(d_out, arch.hidden, 2 * d_in, leak)))
         self.encoders = nn.ModuleList(encoders)
         self.decoders = nn.ModuleList(decoders)
-        self.discriminator = Discriminator(arch, L, leak, config.dropout)
+        self.discriminator = Discriminator(arch, L, leak, config.dropout, unary=config.unary_scores,
+                                           spectral_norm=config.spectral_norm)
         self.reset_parameters()
 
     # ----------------------------------------------------------------------------------------------- set-up
@@ -174,6 +237,10 @@ class HALI(nn.Module):
         """
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)) and not m.weight.is_meta:
+                if hasattr(m, "parametrizations"):
+                    # Spectrally normalised: the weight is divided by its largest singular value, so ALI's scale
+                    # N(0, init_std) means nothing; keep PyTorch's default initialisation from construction.
+                    continue
                 nn.init.normal_(m.weight, 0.0, self.config.init_std)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
@@ -253,27 +320,72 @@ class HALI(nn.Module):
         """The discriminator's logit [n] for tuples (x, z1, ..., zL); high means "from the inference chain"."""
         return self.discriminator(x * 2 - 1, [zs[name] for name in self.level_names])
 
-    # ------------------------------------------------------------------------------------------- training
-    def losses(self, x: Tensor) -> dict[str, Tensor]:
-        """One batch of ALI's game: inference tuples from ``x``, as many generative tuples, one discriminator pass.
+    def discriminate_all(self, x: Tensor, zs: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Every logit [n] of the discriminator: ``joint`` and, with unary scores, ``x``, ``z1``, ..."""
+        return self.discriminator.scores(x * 2 - 1, [zs[name] for name in self.level_names])
 
-        Returns ``d_loss``, ``g_loss`` (plus ``recon_weight`` x ``recon`` when that weight is set), ``recon``
-        (level-1 pixel MSE of x -> z1 sample -> x'), and the logits ``s_q``, ``s_p``.
+    # ------------------------------------------------------------------------------------------- training
+    def _encode_chain(self, x: Tensor) -> tuple[dict[str, Tensor], dict[str, tuple[Tensor, Tensor]]]:
+        """One reparameterised sample chain x -> z1 -> ... -> zL and every level's (mean, logvar) on the way."""
+        h, zs, stats = x * 2 - 1, {}, {}
+        for name, encoder in zip(self.level_names, self.encoders):
+            mean, logvar = encoder(h)
+            stats[name] = (mean, logvar)
+            h = zs[name] = reparameterise(mean, logvar)
+        return zs, stats
+
+    def losses(self, x: Tensor) -> dict[str, Tensor]:
+        """One batch of the game: inference tuples from ``x``, as many generative tuples, one discriminator pass,
+        plus the levers of ``config`` (see :class:`~halitool.models.config.ModelConfig`).
+
+        Returns ``d_loss`` and ``g_loss`` (the totals each player minimises), their parts (``adv``: the
+        adversarial part of ``g_loss``; ``recon``, ``recon2``, ``cycle``, ``r1`` where their lever is on),
+        the logits of every score as ``s_q.<name>`` / ``s_p.<name>`` (``joint``, and ``x``, ``z1``, ... with
+        unary scores) and, per level, the posterior ``(mean, logvar)`` of the inference tuples as
+        ``posterior.<level>``.
         """
-        n = x.shape[0]
-        zq = self.encode(x, "sample")
+        cfg, n = self.config, x.shape[0]
+        zq, stats = self._encode_chain(x)
         xp, zp = self.decode_levels(self.level_names[-1], self.sample_prior(n), "sample")
         # Both kinds of tuple in one batch: one pass, and batch norm sees the same statistics for both.
-        x_all = torch.cat([x, xp])
-        z_all = {name: torch.cat([zq[name], zp[name]]) for name in self.level_names}
-        s = self.discriminate(x_all, z_all).float()
-        s_q, s_p = s[:n], s[n:]
-        d_loss, g_loss = discriminator_loss(s_q, s_p), generator_loss(s_q, s_p)
-        out = {"d_loss": d_loss, "g_loss": g_loss, "s_q": s_q, "s_p": s_p}
-        if self.config.recon_weight > 0:
-            recon = F.mse_loss(self.decoders[0](zq["z1"]).float(), x.float())
-            out["recon"] = recon
-            out["g_loss"] = g_loss + self.config.recon_weight * recon
+        x_all = torch.cat([x, xp]) * 2 - 1
+        if cfg.instance_noise > 0:
+            x_all = x_all + cfg.instance_noise * torch.randn_like(x_all)
+        z_all = [torch.cat([zq[name], zp[name]]) for name in self.level_names]
+        scores = self.discriminator.scores(x_all, z_all)
+        out: dict[str, Tensor] = {}
+        d_loss = g_loss = 0.0
+        for name, s in scores.items():
+            s = s.float()
+            s_q, s_p = s[:n], s[n:]
+            out[f"s_q.{name}"], out[f"s_p.{name}"] = s_q, s_p
+            d_loss = d_loss + discriminator_loss(s_q, s_p)
+            g_loss = g_loss + generator_loss(s_q, s_p)
+        out["adv"] = g_loss
+        if cfg.r1_weight > 0:
+            # On the inference tuples as the discriminator sees them, detached: the penalty trains D only.
+            inputs = [x_all[:n].detach().requires_grad_(True)] + [z[:n].detach().requires_grad_(True) for z in z_all]
+            r1_scores = self.discriminator.scores(inputs[0], inputs[1:])
+            out["r1"] = r1_penalty(sum(v.float().sum() for v in r1_scores.values()), inputs)
+            d_loss = d_loss + 0.5 * cfg.r1_weight * out["r1"]
+        if cfg.recon_weight > 0:
+            out["recon"] = F.mse_loss(self.decoders[0](zq["z1"]).float(), x.float())
+            g_loss = g_loss + cfg.recon_weight * out["recon"]
+        if cfg.recon2_weight > 0 and len(self.level_names) > 1:
+            recon2 = sum(F.mse_loss(self.decode(level, zq[level]).float(), x.float()) for level in self.level_names[1:])
+            out["recon2"] = recon2
+            g_loss = g_loss + cfg.recon2_weight * recon2
+        if cfg.cycle_weight > 0:
+            top = self.level_names[-1]
+            h = xp * 2 - 1
+            for encoder in self.encoders:
+                h, _ = encoder(h)  # posterior means up the chain
+            out["cycle"] = F.mse_loss(h.float(), zp[top].float())
+            g_loss = g_loss + cfg.cycle_weight * out["cycle"]
+        out["d_loss"], out["g_loss"] = d_loss, g_loss
+        out["s_q"], out["s_p"] = out["s_q.joint"], out["s_p.joint"]
+        for name, stat in stats.items():
+            out[f"posterior.{name}"] = stat
         return out
 
 
