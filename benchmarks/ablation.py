@@ -34,6 +34,8 @@ ROWS: dict[str, list[str]] = {
     "lr 1e-4 (ALI's)": ["--lr", "1e-4"],
     "+ R1 (gamma 1)": ["--r1-weight", "1"],
     "+ instance noise 0.1": ["--instance-noise", "0.1"],
+    "level-2 reconstruction weight 10": ["--recon2-weight", "10"],
+    "latent cycle weight 10": ["--cycle-weight", "10"],
 }
 
 

@@ -331,6 +331,9 @@ def _train(opts: TrainOptions, console: Console, device: torch.device, ddp: Dist
     if len(all_train) == 0:
         raise BadInputError(f"{opts.data}: the data set has no training images")
     train_idx, val_idx = validation_split(all_train, opts.val_size)
+    if opts.keep == "best" and len(val_idx) == 0:
+        raise UsageError(f"--keep best needs a validation slice; {opts.data} has only {len(all_train)} training "
+                         "images (give --val-size)")
     config = ModelConfig(arch=opts.arch, levels=opts.levels, **opts.model_objective)
     if tuple(ds.image_shape) != tuple(config.architecture.image_shape):
         raise BadInputError(f"{opts.data}: images are {tuple(ds.image_shape)} but architecture {opts.arch!r} "

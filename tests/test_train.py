@@ -98,6 +98,11 @@ def test_existing_run_is_refused_without_resume_or_force(mnist_dir, tmp_path):
 @pytest.mark.parametrize("extra, message", [
     (["--resume", "--steps", "2"], "nothing to resume"),
     (["--steps", "2", "--epochs", "1"], "cannot be used together"),
+    (["--steps", "1", "--cycle-weight", "-1"], "--cycle-weight must be 0 or more"),
+    (["--steps", "1", "--r1-weight", "nan"], "--r1-weight must be 0 or more"),
+    (["--steps", "1", "--lr-d", "0"], "--lr-d must be a positive number"),
+    (["--steps", "1", "--keep", "best", "--val-size", "0"], "needs --val-size above 0"),
+    (["--steps", "1", "--val-size", "-5"], "--val-size must be 0 or more"),
 ])
 def test_bad_option_combinations_exit_2(mnist_dir, tmp_path, extra, message):
     code, _, stderr = _train(mnist_dir, tmp_path / "run", *extra)
