@@ -36,6 +36,7 @@ ROWS: dict[str, list[str]] = {
     "+ instance noise 0.1": ["--instance-noise", "0.1"],
     "level-2 reconstruction weight 10": ["--recon2-weight", "10"],
     "latent cycle weight 10": ["--cycle-weight", "10"],
+    "twice the widths (mnist-wide)": ["--arch", "mnist-wide"],
 }
 
 
@@ -83,7 +84,7 @@ def main() -> None:
             continue
         run = args.out / name.replace(" ", "-").replace("(", "").replace(")", "").replace("'", "")
         start = time.perf_counter()
-        train = ["train", "--data", args.mnist, "--arch", "mnist", "--steps", str(args.steps), "--seed", "0",
+        train = ["train", "--data", args.mnist, "--steps", str(args.steps), "--seed", "0",
                  "--eval-every", str(args.steps), "--checkpoint-every", str(args.steps),
                  "--sample-every", str(args.steps), "--log-every", "50", "--out", str(run), "--force", *ROWS[name]]
         subprocess.run([sys.executable, "-m", "halitool", *train], check=True, capture_output=True)

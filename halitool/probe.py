@@ -419,7 +419,7 @@ def probe_arrays(
     metric: str = "accuracy", class_weight: str = "none", solver: str = "torch", device: str = "cpu",
     seed: int = 0, stratify: np.ndarray | None = None, on_step: Callable[[int], None] | None = None,
 ) -> dict:
-    """The probe protocol for one feature set; returns the level's result dict (DESIGN.md keys) plus ``selection``.
+    """The probe protocol for one feature set; returns the level's result dict (the keys of docs/probes.md) plus ``selection``.
 
     1. Standardise with the statistics of the training rows.
     2. Fit every non-constant attribute at every C on the training rows. When there are no valid rows, a

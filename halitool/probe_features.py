@@ -26,7 +26,8 @@ CELEBA_ATTRIBUTES = (
     "Sideburns", "Smiling", "Straight_Hair", "Wavy_Hair", "Wearing_Earrings", "Wearing_Hat", "Wearing_Lipstick",
     "Wearing_Necklace", "Wearing_Necktie", "Young",
 )
-# REFERENCE.md section 3: published means over CelebA's 40 attributes (unverified), with the metric of each.
+# Published means over CelebA's 40 attributes, as quoted in the attribute-prediction literature (not re-checked
+# against each paper), with the metric of each.
 CELEBA_PUBLISHED = (
     ("FaceTracer (HOG + colour histograms + SVM)", "accuracy", 0.81),
     ("PANDA-w", "accuracy", 0.79),

@@ -528,7 +528,7 @@ def evaluate(
 
 
 def summarise(proto: Protocol, runs: list[dict], n_labels: int, seconds: float, n_heldout: int = 0) -> dict:
-    """The result dict of one protocol: JSON keys of DESIGN.md plus what a reader must know about the numbers."""
+    """The result dict of one protocol: the documented JSON keys (docs/semisup.md) plus what a reader must know about the numbers."""
     errors = np.array([r["error"] for r in runs])
     return {
         "labels": n_labels,

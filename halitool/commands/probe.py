@@ -43,7 +43,7 @@ def results_table(result: dict) -> Table:
 
 
 def published_table() -> Table:
-    table = Table(title="CelebA, published means over the 40 attributes (REFERENCE.md section 3; unverified)",
+    table = Table(title="CelebA, published means over the 40 attributes (as quoted in the literature; unverified)",
                   title_justify="left")
     for column in ("method", "metric", "mean %"):
         table.add_column(column)

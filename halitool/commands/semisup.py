@@ -12,7 +12,7 @@ from halitool.console import progress
 from halitool.fileio import check_output_path
 from halitool.report import emit
 
-# REFERENCE.md section 3: MNIST, 100 labels, test error % (original papers).
+# MNIST, 100 labels, test error % as each original paper reports it.
 PUBLISHED = (
     ("VAE M1+M2 (Kingma et al. 2014)", "3.33 +- 0.14"),
     ("VAT (2015)", "2.33"),
@@ -52,7 +52,7 @@ def results_table(result: dict) -> Table:
     for method, error in PUBLISHED:
         table.add_row(f"[dim]{method}", f"[dim]{error}", *([""] * (len(entries) - 1)))
     notes = sorted({f"{name}: {note}" for name, e in entries.items() for note in e["notes"]})
-    table.caption = "\n".join(notes + ["published rows: original papers, MNIST 100 labels (REFERENCE.md)"])
+    table.caption = "\n".join(notes + ["published rows: original papers, MNIST 100 labels"])
     table.caption_justify = "left"
     return table
 

@@ -13,7 +13,7 @@ from halitool.data.base import SPLITS, Dataset, register_reader
 from halitool.data.idx import encode_idx, read_idx
 from halitool.errors import BadInputError
 
-# The official files; the MD5s are of the uncompressed bytes (REFERENCE.md §4).
+# The official files (LeCun, Cortes & Burges); the MD5s are of the uncompressed bytes.
 MNIST_FILES = {
     "train-images-idx3-ubyte": ("6bbc9ace898e44ae57da46a324031adb", 47_040_016),
     "train-labels-idx1-ubyte": ("a25bea736e30d166cdddb491f175f624", 60_008),

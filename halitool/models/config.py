@@ -66,7 +66,21 @@ register_architecture(Architecture(
     description="MNIST 1x28x28; z1 16x7x7 spatial, z2 64 (z3 32 with --levels 3). Sized to train on a CPU.",
 ))
 
-# ALI's published CelebA model (REFERENCE.md) with its widths (64..512 in the encoder, 256-d top latent,
+# The capacity lever of docs/training.md's ablation: `mnist` with twice the widths everywhere.
+register_architecture(Architecture(
+    name="mnist-wide",
+    image_shape=(1, 28, 28),
+    x_widths=(64, 128),
+    z1_channels=16,
+    down_widths=(),
+    hidden=512,
+    z_dims=(64, 32),
+    d_z1_widths=(64,),
+    d_hidden=512,
+    description="MNIST 1x28x28 as `mnist` with doubled widths (encoder, decoder and discriminator).",
+))
+
+# ALI's published CelebA model (Dumoulin et al. 2016, appendix) with its widths (64..512 in the encoder, 256-d top latent,
 # 1024-wide D(z), 2048-wide joint layers, LeakyReLU 0.02, dropout 0.2), rearranged into two levels: padded
 # stride-2 4x4 convolutions so that z1 is a 64x16x16 map instead of ALI's unpadded 7x7/5x5 chain to 1x1.
 register_architecture(Architecture(
