@@ -69,15 +69,46 @@ def measure(checkpoint: Path, data: str, work: Path) -> dict:
     }
 
 
+def markdown_table(rows: list[dict]) -> str:
+    """docs/training.md's table from the rows of ablation.jsonl."""
+    def pct(v):
+        return "" if v is None else f"{100 * v:.1f}"
+
+    def err(d):
+        return f"{d['mean']:.1f} +- {d['std']:.1f}"
+
+    lines = ["| row | flags | val kept z1 / z2 % | test kept z1 / z2 % | test MSE z1 / z2 | spread z1+z2 | spread z2 "
+             "| linear z1+z2 | linear z2 | probe bal. acc. z1 / z2 (pixels) % | D acc. q / p | train s |",
+             "|---" * 12 + "|"]
+    for r in rows:
+        v = (r.get("validation") or {}).get("levels", {})
+        e, p = r["semisup_error"], r["probe_balanced_accuracy"]
+        lines.append(" | ".join([
+            f"| {r['row']}", f"`{' '.join(r['flags'])}`" if r["flags"] else "(defaults)",
+            f"{pct(v.get('z1', {}).get('class_kept'))} / {pct(v.get('z2', {}).get('class_kept'))}",
+            f"{pct(r['class_kept']['z1'])} / {pct(r['class_kept']['z2'])}",
+            f"{r['mse']['z1']:.4f} / {r['mse']['z2']:.4f}",
+            err(e["spread z1+z2"]), err(e["spread z2"]), err(e["linear z1+z2"]), err(e["linear z2"]),
+            f"{pct(p['z1'])} / {pct(p['z2'])} ({pct(p.get('pixels'))})",
+            f"{r['d_accuracy']['q']:.2f} / {r['d_accuracy']['p']:.2f}", f"{r['train_seconds']:.0f} |"]))
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mnist", required=True, help="data spec, e.g. mnist:/data/mnist")
+    parser.add_argument("--table", action="store_true", help="print the markdown table of --out's rows and stop")
+    parser.add_argument("--mnist", help="data spec, e.g. mnist:/data/mnist (required to train)")
     parser.add_argument("--steps", type=int, default=750)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--rows", nargs="*", default=list(ROWS), help="row names (default: all)")
     args = parser.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
     results = args.out / "ablation.jsonl"
+    if args.table:
+        print(markdown_table([json.loads(line) for line in results.read_text().splitlines()]))
+        return
+    if not args.mnist:
+        parser.error("--mnist is required to train")
+    args.out.mkdir(parents=True, exist_ok=True)
     done = {json.loads(line)["row"] for line in results.read_text().splitlines()} if results.exists() else set()
     for name in args.rows:
         if name in done:
