@@ -509,14 +509,15 @@ def _step_values(losses: dict) -> dict[str, float]:
 
 
 def _progress_line(values: dict, evaluation: dict | None) -> str:
-    parts = [f"d {values['d_loss']:.2f} g {values['g_loss']:.2f}",
-             f"D acc q/p {values['acc_q.joint']:.2f}/{values['acc_p.joint']:.2f}"]
-    parts += [f"{k[:-7]} spread/std {values[k]:.2f}/{values[k[:-7] + '_std']:.2f}"
-              for k in values if k.endswith("_spread")]
+    """Compact, for a terminal line: the discriminator's accuracy on inference/generative tuples (joint score),
+    each level's posterior spread/std, then the last validation numbers (class kept, else MSE)."""
+    parts = [f"g {values['g_loss']:.2f}", f"D acc {values['acc_q.joint']:.2f}/{values['acc_p.joint']:.2f}",
+             "spread/std " + " ".join(f"{k[:-7]} {values[k]:.2f}/{values[k[:-7] + '_std']:.2f}"
+                                      for k in values if k.endswith("_spread"))]
     if evaluation:
-        for level, v in evaluation["levels"].items():
-            kept = f" kept {v['class_kept']:.0%}" if v["class_kept"] is not None else ""
-            parts.append(f"val {level} mse {v['mse']:.3f}{kept}")
+        parts.append("val " + " ".join(
+            f"{level} {v['class_kept']:.0%}" if v["class_kept"] is not None else f"{level} mse {v['mse']:.4f}"
+            for level, v in evaluation["levels"].items()))
     return " | ".join(parts)
 
 
