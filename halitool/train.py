@@ -41,6 +41,9 @@ METRICS_FILE = "metrics.jsonl"
 RUN_DEFINING = ("data", "arch", "levels", "batch_size", "lr", "lr_d", "beta1", "beta2", "seed", "precision",
                 "objective", "val_size", "keep")
 KEEP = ("last", "best")
+# The few-label watch number: labelled images per class in each draw from the validation slice, and the draws.
+FEW_LABELS_PER_CLASS = 10
+FEW_LABEL_DRAWS = 3
 
 
 @dataclass(frozen=True)
@@ -244,8 +247,8 @@ def _check_out(opts: TrainOptions) -> None:
         raise UsageError(f"--keep must be one of {', '.join(KEEP)}, not {opts.keep!r}")
     if opts.val_size is not None and opts.val_size < 0:
         raise UsageError(f"--val-size must be 0 or more, not {opts.val_size}")
-    if opts.keep == "best" and opts.val_size == 0:
-        raise UsageError("--keep best selects by the validation slice: it needs --val-size above 0")
+    if opts.keep != "last" and opts.val_size == 0:
+        raise UsageError(f"--keep {opts.keep} selects by the validation slice: it needs --val-size above 0")
     if opts.arch in ARCHITECTURES and not 1 <= opts.levels <= ARCHITECTURES[opts.arch].max_levels:
         raise UsageError(f"--levels: architecture {opts.arch!r} has 1 to {ARCHITECTURES[opts.arch].max_levels} "
                          f"levels, not {opts.levels}")
@@ -290,14 +293,40 @@ def validation_criterion(evaluation: dict) -> float:
     """What ``--keep best`` minimises: the pixel MSE of the top level's reconstruction on the validation slice.
 
     It reads no labels, so selecting by it leaks nothing into label-based evaluations (semisup with 100 labels);
-    the top level is the one that must hold the image's content through the narrowest code."""
+    the top level is the one that must hold the image's content through the narrowest code. (The few-label
+    linear error is logged beside it but is no criterion: an untrained network's random features already score
+    well on it, so minimising it picks snapshots that have learnt nothing.)"""
     return evaluation["levels"][max(evaluation["levels"], key=lambda name: int(name[1:]))]["mse"]
+
+
+def few_label_linear_error(features: np.ndarray, labels: np.ndarray, seed: int = 0) -> float | None:
+    """A watch number for the class structure of a level: the mean error over :data:`FEW_LABEL_DRAWS` seeded
+    draws of a logistic regression (C = 1, features
+    standardised on the slice) fitted on :data:`FEW_LABELS_PER_CLASS` images per class of the slice and scored on
+    the rest; None when a class has too few images. The draws depend only on ``labels`` and ``seed``, so every
+    evaluation of a run uses the same ones."""
+    from sklearn.linear_model import LogisticRegression
+
+    classes, counts = np.unique(labels, return_counts=True)
+    if len(classes) < 2 or counts.min() <= FEW_LABELS_PER_CLASS:
+        return None
+    x = (features - features.mean(axis=0)) / np.maximum(features.std(axis=0), 1e-8)
+    errors = []
+    for draw in range(FEW_LABEL_DRAWS):
+        rng = np.random.default_rng([seed, draw])
+        chosen = np.concatenate([rng.choice(np.flatnonzero(labels == c), FEW_LABELS_PER_CLASS, replace=False)
+                                 for c in classes])
+        rest = np.setdiff1d(np.arange(len(labels)), chosen)
+        fit = LogisticRegression(C=1.0, max_iter=1000).fit(x[chosen], labels[chosen])
+        errors.append(float((fit.predict(x[rest]) != labels[rest]).mean()))
+    return float(np.mean(errors))
 
 
 @torch.no_grad()
 def evaluate(model: HALI, x_val: torch.Tensor, labels: np.ndarray | None, classifier, batch_size: int = 500) -> dict:
     """Per level, on the validation images: pixel MSE and (with a classifier) the class kept by the
-    posterior-mean reconstruction; plus each level's collapse indicator (spread and std of the posterior)."""
+    posterior-mean reconstruction; each level's collapse indicator (spread and std of the posterior); and, with
+    labels, the level's few-label linear error (:func:`few_label_linear_error`)."""
     was_training = model.training
     model.eval()
     mse = {level: 0.0 for level in model.level_names}
@@ -316,11 +345,14 @@ def evaluate(model: HALI, x_val: torch.Tensor, labels: np.ndarray | None, classi
     model.train(was_training)
     out = {"images": int(len(x_val)), "levels": {}}
     for level in model.level_names:
-        spread, std = collapse_indicator(torch.cat(posterior[level][0]), torch.cat(posterior[level][1]))
+        means = torch.cat(posterior[level][0])
+        spread, std = collapse_indicator(means, torch.cat(posterior[level][1]))
         out["levels"][level] = {
             "mse": mse[level] / max(1, len(x_val)),
             "class_kept": class_kept(np.concatenate(predicted[level]), labels) if classifier is not None else None,
             "spread": spread, "std": std,
+            "few_label_error": (few_label_linear_error(means.flatten(1).numpy(), labels)
+                                if labels is not None else None),
         }
     return out
 
@@ -331,9 +363,9 @@ def _train(opts: TrainOptions, console: Console, device: torch.device, ddp: Dist
     if len(all_train) == 0:
         raise BadInputError(f"{opts.data}: the data set has no training images")
     train_idx, val_idx = validation_split(all_train, opts.val_size)
-    if opts.keep == "best" and len(val_idx) == 0:
-        raise UsageError(f"--keep best needs a validation slice; {opts.data} has only {len(all_train)} training "
-                         "images (give --val-size)")
+    if opts.keep != "last" and len(val_idx) == 0:
+        raise UsageError(f"--keep {opts.keep} needs a validation slice; {opts.data} has only {len(all_train)} "
+                         "training images (give --val-size)")
     config = ModelConfig(arch=opts.arch, levels=opts.levels, **opts.model_objective)
     if tuple(ds.image_shape) != tuple(config.architecture.image_shape):
         raise BadInputError(f"{opts.data}: images are {tuple(ds.image_shape)} but architecture {opts.arch!r} "

@@ -217,3 +217,19 @@ def test_levers_that_are_off_add_no_terms():
     assert not {"recon", "recon2", "cycle", "r1"} & set(out)
     assert {"s_q.joint", "s_p.joint", "posterior.z1", "posterior.z2"} <= set(out)
     assert torch.isfinite(out["d_loss"]) and torch.isfinite(out["g_loss"])
+
+
+def test_few_label_linear_error_is_zero_for_separable_classes_and_chance_for_noise():
+    import numpy as np
+
+    from halitool.train import few_label_linear_error
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(10), 50)
+    separable = np.eye(10)[labels] * 5 + rng.normal(0, 0.1, (500, 10))
+    assert few_label_linear_error(separable, labels) == 0.0
+    noise = rng.normal(size=(500, 10))
+    assert few_label_linear_error(noise, labels) > 0.75  # chance is 0.9
+    assert few_label_linear_error(noise, labels, seed=1) != few_label_linear_error(noise, labels, seed=2)
+    ten_each = np.arange(100) % 10
+    assert few_label_linear_error(noise[:100], ten_each) is None  # 10 per class leaves none to score

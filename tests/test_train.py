@@ -166,6 +166,7 @@ def test_training_logs_what_a_researcher_watches(mnist_dir, tmp_path):
     for level in ("z1", "z2"):
         v = evaluated[-1]["validation"]["levels"][level]
         assert 0 <= v["class_kept"] <= 1 and v["mse"] > 0 and v["spread"] >= 0
+        assert v["few_label_error"] is None  # 20 validation images: too few for 10 labels per class
 
 
 def test_training_never_reads_test_rows(mnist_dir, tmp_path, monkeypatch):

@@ -7,7 +7,10 @@ Tensor names in checkpoints (stable, part of checkpoint format v1):
 - ``decoders.0.*``       p(x | z1), deterministic, with ``decoders.0.pixel_bias`` the per-pixel output log-odds
 - ``decoders.{l-1}.*``   p(z_l-1 | z_l) for l >= 2; its last layer gives (mean, logvar) of z_l-1
 - ``discriminator.*``    ``x`` (conv net on x), ``z1`` (joins z1 and convolves down), ``z.{i}`` and ``join.{i}``
-                         (one per vector level z2, z3, ...), ``out`` (1x1 layers to one logit)
+                         (one per vector level z2, z3, ...), ``out`` (1x1 layers to one logit); with unary
+                         scores also ``unary_x``, ``unary_z1`` and ``unary_z.{i}``. With spectral norm each
+                         layer's weight is stored as ``...parametrizations.weight.original`` (plus the power
+                         iteration's ``_u``/``_v``), as torch's parametrisation names it.
 
 Public inputs and outputs are float images in [0, 1], shape [n, C, H, W]; networks see 2x - 1 inside.
 """
