@@ -30,7 +30,7 @@ from halitool.fileio import atomic_write_bytes
 from halitool.runtime import hardware, resolve_device
 from halitool.models import HALI, ModelConfig, build_model, images_to_input
 from halitool.models.config import ARCHITECTURES, PAPER_OBJECTIVE, RECOMMENDED_OBJECTIVE
-from halitool.models.hali import collapse_indicator
+from halitool.models.hali import collapse_indicator, collapse_tensors
 from halitool.visualize import class_kept, per_image_mse, save_grid
 
 MODEL_FILE = "model.safetensors"
@@ -388,7 +388,7 @@ def _train(opts: TrainOptions, console: Console, device: torch.device, ddp: Dist
     d_params = list(model.discriminator.parameters())
     g_params = model.generator_parameters()
 
-    best: dict | None = None  # {"step", "criterion", "evaluation"} of the snapshot --keep best holds
+    best: dict | None = None  # {"step", "criterion"} of the snapshot --keep best holds
     if opts.resume:
         step, seconds_before, saved, legs, best = _load_state(out, model, opt_d, opt_g, device)
         now = _options_json(opts)
@@ -470,9 +470,9 @@ def _train(opts: TrainOptions, console: Console, device: torch.device, ddp: Dist
             x = images_to_input(ds.images(idx), device)
             with autocast:
                 losses = model.losses(x)
-            values = _step_values(losses)
-            names = list(values)
-            logged = torch.tensor([values[k] for k in names], dtype=torch.float64)
+            watched = _step_values(losses)
+            names = list(watched)
+            logged = torch.stack([watched[k] for k in names])  # on the device: one host sync for all of them
             ddp.average([logged])  # every process sees the same values, so all stop together on NaN
             values = dict(zip(names, logged.tolist()))
             bad = {k: v for k, v in values.items() if k in LOSS_NAMES and not math.isfinite(v)}
@@ -523,20 +523,20 @@ def _train(opts: TrainOptions, console: Console, device: torch.device, ddp: Dist
 LOSS_NAMES = ("d_loss", "g_loss", "adv", "recon", "recon2", "cycle", "r1")
 
 
-def _step_values(losses: dict) -> dict[str, float]:
-    """The numbers logged for one step: every loss part, the mean joint logits, the discriminator's accuracy on
-    each kind of tuple and score (``acc_q.joint``: inference tuples called real; ``acc_p.joint``: generative
-    tuples called fake) and, per level, the collapse indicator (``z1_spread`` against ``z1_std``)."""
-    values = {k: float(losses[k].detach()) for k in LOSS_NAMES if k in losses}
-    values["s_q"], values["s_p"] = float(losses["s_q"].detach().mean()), float(losses["s_p"].detach().mean())
+def _step_values(losses: dict) -> dict[str, torch.Tensor]:
+    """The numbers logged for one step, as 0-d float tensors on the model's device: every loss part, the mean
+    joint logits, the discriminator's accuracy on each kind of tuple and score (``acc_q.joint``: inference
+    tuples called real; ``acc_p.joint``: generative tuples called fake) and, per level, the collapse indicator
+    (``z1_spread`` against ``z1_std``)."""
+    values = {k: losses[k].detach().float() for k in LOSS_NAMES if k in losses}
+    values["s_q"], values["s_p"] = losses["s_q"].detach().float().mean(), losses["s_p"].detach().float().mean()
     for key, s in losses.items():
         if key.startswith("s_q."):
-            values[f"acc_q.{key[4:]}"] = float((s.detach() > 0).float().mean())
+            values[f"acc_q.{key[4:]}"] = (s.detach() > 0).float().mean()
         elif key.startswith("s_p."):
-            values[f"acc_p.{key[4:]}"] = float((s.detach() < 0).float().mean())
+            values[f"acc_p.{key[4:]}"] = (s.detach() < 0).float().mean()
         elif key.startswith("posterior."):
-            spread, std = collapse_indicator(*s)
-            values[f"{key[10:]}_spread"], values[f"{key[10:]}_std"] = spread, std
+            values[f"{key[10:]}_spread"], values[f"{key[10:]}_std"] = collapse_tensors(*s)
     return values
 
 

@@ -172,10 +172,14 @@ def collapse_indicator(mean: Tensor, logvar: Tensor) -> tuple[float, float]:
     An encoder that ignores its input has spread 0 whatever its std; a useful one has a spread well above its
     std (the posterior tells images apart). Needs a batch of at least 2.
     """
-    m = mean.detach().float().flatten(1)
-    spread = m.std(dim=0).mean()
-    std = torch.exp(0.5 * logvar.detach().float().flatten(1)).mean()
+    spread, std = collapse_tensors(mean, logvar)
     return float(spread), float(std)
+
+
+def collapse_tensors(mean: Tensor, logvar: Tensor) -> tuple[Tensor, Tensor]:
+    """:func:`collapse_indicator` as two 0-d tensors on the posterior's device (no host synchronisation)."""
+    m = mean.detach().float().flatten(1)
+    return m.std(dim=0).mean(), torch.exp(0.5 * logvar.detach().float().flatten(1)).mean()
 
 
 class HALI(nn.Module):
