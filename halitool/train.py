@@ -296,7 +296,7 @@ def validation_criterion(evaluation: dict) -> float:
     the top level is the one that must hold the image's content through the narrowest code. (The few-label
     linear error is logged beside it but is no criterion: an untrained network's random features already score
     well on it, so minimising it picks snapshots that have learnt nothing.)"""
-    return evaluation["levels"][max(evaluation["levels"], key=lambda name: int(name[1:]))]["mse"]
+    return list(evaluation["levels"].values())[-1]["mse"]  # levels in chain order: the last is the top
 
 
 def few_label_linear_error(features: np.ndarray, labels: np.ndarray, seed: int = 0) -> float | None:
@@ -334,11 +334,12 @@ def evaluate(model: HALI, x_val: torch.Tensor, labels: np.ndarray | None, classi
     posterior = {level: ([], []) for level in model.level_names}
     for i in range(0, len(x_val), batch_size):
         x = x_val[i: i + batch_size].to(model.device)
-        for level, (mean, logvar) in model.encode_stats(x).items():
+        stats = model.encode_stats(x)  # posterior means fed upward: what reconstruct() decodes from
+        for level, (mean, logvar) in stats.items():
             posterior[level][0].append(mean.float().cpu())
             posterior[level][1].append(logvar.float().cpu())
         for level in model.level_names:
-            x_rec = model.reconstruct(x, level)
+            x_rec = model.decode(level, stats[level][0])
             mse[level] += float(per_image_mse(x_rec, x).sum())
             if classifier is not None:
                 predicted[level].append(classifier.predict(x_rec).cpu().numpy())

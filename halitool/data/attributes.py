@@ -134,6 +134,5 @@ def digit_attributes(images: np.ndarray, labels: np.ndarray, split: np.ndarray) 
     attributes of :func:`shape_attributes`, then those that follow from the digit class."""
     measured, _ = shape_attributes(images, split)
     derived = class_attributes(labels)
-    table = np.concatenate([measured, np.stack([derived[name] for name in CLASS_DERIVED], axis=1)
-                            if len(labels) else np.zeros((0, len(CLASS_DERIVED)), dtype=np.int8)], axis=1)
+    table = np.concatenate([measured, np.stack([derived[name] for name in CLASS_DERIVED], axis=1)], axis=1)
     return table.astype(np.int8), list(ATTRIBUTE_NAMES)

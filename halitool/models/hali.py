@@ -278,22 +278,23 @@ class HALI(nn.Module):
     # ------------------------------------------------------------------------------------------ public API
     def encode_stats(self, x: Tensor, mode: str = "mean", generator: torch.Generator | None = None) -> dict[str, tuple[Tensor, Tensor]]:
         """(mean, logvar) of q(z_l | z_l-1) for every level; z_l-1 fed upward is the mean or a sample (``mode``)."""
-        _check_mode(mode)
-        h, stats = x * 2 - 1, {}
-        for name, encoder in zip(self.level_names, self.encoders):
-            mean, logvar = encoder(h)
-            stats[name] = (mean, logvar)
-            h = mean if mode == "mean" else reparameterise(mean, logvar, generator)
-        return stats
+        return self._encode_chain(x, mode, generator)[1]
 
     def encode(self, x: Tensor, mode: str = "mean", generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """Every level's latent: the posterior means (``mode="mean"``) or one reparameterised sample chain."""
+        return self._encode_chain(x, mode, generator)[0]
+
+    def _encode_chain(self, x: Tensor, mode: str, generator: torch.Generator | None = None
+                      ) -> tuple[dict[str, Tensor], dict[str, tuple[Tensor, Tensor]]]:
+        """Up the inference chain: every level's latent (the mean or a reparameterised sample, ``mode``), which is
+        what the next level reads, and every level's (mean, logvar)."""
         _check_mode(mode)
-        h, zs = x * 2 - 1, {}
+        h, zs, stats = x * 2 - 1, {}, {}
         for name, encoder in zip(self.level_names, self.encoders):
             mean, logvar = encoder(h)
+            stats[name] = (mean, logvar)
             h = zs[name] = mean if mode == "mean" else reparameterise(mean, logvar, generator)
-        return zs
+        return zs, stats
 
     def decode_levels(self, level: str, z: Tensor, mode: str = "mean", generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         """x in [0, 1] from ``z`` at ``level`` down the generative chain, and every z on the way."""
@@ -327,20 +328,7 @@ class HALI(nn.Module):
         """The discriminator's logit [n] for tuples (x, z1, ..., zL); high means "from the inference chain"."""
         return self.discriminator(x * 2 - 1, [zs[name] for name in self.level_names])
 
-    def discriminate_all(self, x: Tensor, zs: dict[str, Tensor]) -> dict[str, Tensor]:
-        """Every logit [n] of the discriminator: ``joint`` and, with unary scores, ``x``, ``z1``, ..."""
-        return self.discriminator.scores(x * 2 - 1, [zs[name] for name in self.level_names])
-
     # ------------------------------------------------------------------------------------------- training
-    def _encode_chain(self, x: Tensor) -> tuple[dict[str, Tensor], dict[str, tuple[Tensor, Tensor]]]:
-        """One reparameterised sample chain x -> z1 -> ... -> zL and every level's (mean, logvar) on the way."""
-        h, zs, stats = x * 2 - 1, {}, {}
-        for name, encoder in zip(self.level_names, self.encoders):
-            mean, logvar = encoder(h)
-            stats[name] = (mean, logvar)
-            h = zs[name] = reparameterise(mean, logvar)
-        return zs, stats
-
     def losses(self, x: Tensor) -> dict[str, Tensor]:
         """One batch of the game: inference tuples from ``x``, as many generative tuples, one discriminator pass,
         plus the levers of ``config`` (see :class:`~halitool.models.config.ModelConfig`).
@@ -352,7 +340,7 @@ class HALI(nn.Module):
         ``posterior.<level>``.
         """
         cfg, n = self.config, x.shape[0]
-        zq, stats = self._encode_chain(x)
+        zq, stats = self._encode_chain(x, "sample")
         xp, zp = self.decode_levels(self.level_names[-1], self.sample_prior(n), "sample")
         # Both kinds of tuple in one batch: one pass, and batch norm sees the same statistics for both.
         x_all = torch.cat([x, xp]) * 2 - 1
@@ -384,10 +372,7 @@ class HALI(nn.Module):
             g_loss = g_loss + cfg.recon2_weight * recon2
         if cfg.cycle_weight > 0:
             top = self.level_names[-1]
-            h = xp * 2 - 1
-            for encoder in self.encoders:
-                h, _ = encoder(h)  # posterior means up the chain
-            out["cycle"] = F.mse_loss(h.float(), zp[top].float())
+            out["cycle"] = F.mse_loss(self.encode(xp)[top].float(), zp[top].float())  # posterior means up the chain
             g_loss = g_loss + cfg.cycle_weight * out["cycle"]
         out["d_loss"], out["g_loss"] = d_loss, g_loss
         out["s_q"], out["s_p"] = out["s_q.joint"], out["s_p.joint"]
