@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from halitool import semisup
+from halitool import draws, semisup
 
 
 def synthetic(seed: int = 0, n_train: int = 60_000, n_test: int = 10_000):
@@ -93,10 +93,9 @@ def sklearn_spreading(x, y, xt, yt, n_labels, seeds):
 
     start = time.perf_counter()
     z = PCA(n_components=50, random_state=0).fit_transform(np.concatenate([x, xt]))
-    pool = np.arange(len(y) - semisup.heldout_size(len(y)))
     errors = []
     for s in range(seeds):
-        labelled = pool[semisup.balanced_draw(y[pool], n_labels, np.random.default_rng(s))]
+        labelled = draws.labelled_draw(y, n_labels, s)
         target = np.full(len(z), -1)
         target[labelled] = y[labelled]
         model = LabelSpreading(kernel="knn").fit(z, target)

@@ -3,7 +3,14 @@
 Metadata keys: ``format`` = ``halitool-checkpoint``, ``format_version`` = ``1``, ``config`` (JSON of
 :class:`ModelConfig`), ``levels`` (JSON {name: shape}, checked against the rebuilt model), ``preprocessing``,
 ``training`` and ``metrics`` (JSON objects). Loading rebuilds the model from ``config`` alone and loads the
-tensors strictly. Plain PyTorch state dicts (``.pt``) are read only through ``torch.load(weights_only=True)``.
+tensors strictly.
+
+Optional classifier section (a semi-supervised model, ``config.n_classes`` K > 0, and only then): metadata
+``classifier``, a JSON object with ``classes`` (K names, in logit order), ``class_values`` (the data set's label
+of each) and ``labelled`` (the draw the model was trained with: ``n``, ``seed``, ``indices_sha256``). Its tensors
+are the discriminator's: the last layer of ``discriminator.out`` gives the K class logits (documented in
+:mod:`halitool.models.hali`). A checkpoint without the section loads as before; one whose section and config
+disagree is refused. Plain PyTorch state dicts (``.pt``) are read only through ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
@@ -34,17 +41,21 @@ class LoadedCheckpoint:
     preprocessing: dict = field(default_factory=dict)
     training: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
+    classifier: dict | None = None  # the classifier section of a semi-supervised model
 
 
 def level_shapes_json(model: HALI) -> dict[str, list[int]]:
     return {name: list(shape) for name, shape in model.level_shapes.items()}
 
 
-def save_checkpoint(path: Path, model: HALI, *, preprocessing: dict, training: dict, metrics: dict) -> Path:
-    """Write ``model`` and its provenance to ``path`` atomically (replacing an existing file)."""
+def save_checkpoint(path: Path, model: HALI, *, preprocessing: dict, training: dict, metrics: dict,
+                    classifier: dict | None = None) -> Path:
+    """Write ``model`` and its provenance to ``path`` atomically (replacing an existing file); a semi-supervised
+    model needs its ``classifier`` section."""
     from safetensors.torch import save
 
     path = Path(path)
+    check_classifier_section(path, model.config, classifier)
     tensors = {name: t.detach().to("cpu", copy=True).contiguous() for name, t in model.state_dict().items()}
     metadata = {
         "format": FORMAT,
@@ -54,6 +65,7 @@ def save_checkpoint(path: Path, model: HALI, *, preprocessing: dict, training: d
         "preprocessing": json.dumps(preprocessing),
         "training": json.dumps(training),
         "metrics": json.dumps(metrics),
+        **({"classifier": json.dumps(classifier)} if classifier is not None else {}),
     }
     # Bytes written into the prepared temporary file keep its permissions (save_file would recreate it 0600).
     with atomic_path(path, check=False) as tmp:
@@ -96,6 +108,23 @@ def _config(path: Path, d: dict) -> ModelConfig:
         return ModelConfig.from_dict(d)
     except BadInputError as exc:
         raise BadInputError(f"{path}: {exc}") from None
+
+
+def check_classifier_section(path: Path, config: ModelConfig, section: dict | None) -> None:
+    """A classifier section exactly when the model is semi-supervised, with one class name and value per logit."""
+    k = config.n_classes
+    if section is None:
+        if k:
+            raise BadInputError(f"{path}: the model has {k} class logits but the checkpoint no classifier section")
+        return
+    if not k:
+        raise BadInputError(f"{path}: a classifier section, but the model config has no class logits (n_classes 0)")
+    classes, values = section.get("classes"), section.get("class_values")
+    if not (isinstance(classes, list) and isinstance(values, list) and len(classes) == len(values) == k):
+        raise BadInputError(f"{path}: the classifier section must list {k} classes and class_values (one per logit)")
+    labelled = section.get("labelled")
+    if not (isinstance(labelled, dict) and {"n", "seed", "indices_sha256"} <= set(labelled)):
+        raise BadInputError(f"{path}: the classifier section lacks its labelled draw (n, seed, indices_sha256)")
 
 
 def load_state_strict(path: Path, model: HALI, tensors: dict[str, torch.Tensor], assign: bool = False) -> None:
@@ -191,6 +220,8 @@ def load_checkpoint(name_or_path: str | os.PathLike, device: str | torch.device 
     if recorded and recorded != level_shapes_json(model):
         raise BadInputError(f"{path}: recorded level shapes {recorded} differ from those of the rebuilt model "
                             f"{level_shapes_json(model)}")
+    classifier = _json_field(path, metadata, "classifier", required=False) or None
+    check_classifier_section(path, config, classifier)
     load_state_strict(path, model, tensors, assign=True)
     model.to(device).eval()
     return LoadedCheckpoint(
@@ -201,4 +232,5 @@ def load_checkpoint(name_or_path: str | os.PathLike, device: str | torch.device 
         preprocessing=_json_field(path, metadata, "preprocessing", required=False),
         training=_json_field(path, metadata, "training", required=False),
         metrics=_json_field(path, metadata, "metrics", required=False),
+        classifier=classifier,
     )

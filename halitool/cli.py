@@ -65,6 +65,9 @@ def _register_commands() -> None:
     from halitool.commands.semisup import semisup_command
 
     cli.add_command(semisup_command)
+    from halitool.commands.predict import predict_command
+
+    cli.add_command(predict_command)
     from halitool.commands.probe import probe_attributes_command
 
     cli.add_command(probe_attributes_command)

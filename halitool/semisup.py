@@ -19,11 +19,11 @@ from typing import Callable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
+from halitool.draws import draw_hash, heldout_size, labelled_draw
 from halitool.errors import BadInputError, UsageError
 
 # Logistic-regression inverse regularisation strengths tried by the linear protocols (half decades).
 C_GRID = tuple(float(c) for c in np.logspace(-4, 3, 15))
-HELDOUT_MAX = 10_000  # ALI's validation set size on MNIST
 SPREAD_ALPHA = 0.99  # Zhou et al. 2004: how much of a node's score comes from its neighbours
 SPREAD_NEIGHBOURS = 10
 SPREAD_COMPONENTS = 50
@@ -34,38 +34,6 @@ class ProtocolOutput(NamedTuple):
 
     predictions: np.ndarray
     details: dict
-
-
-# --------------------------------------------------------------------------------------------- draws
-def balanced_draw(labels_train: np.ndarray, n_labels: int, rng: np.random.Generator) -> np.ndarray:
-    """Sorted positions into ``labels_train`` of ``n_labels`` rows, exactly ``n_labels / n_classes`` per class.
-
-    The classes are the distinct labels present. Raises UsageError for ``n_labels <= 0`` or not a multiple of
-    the class count, BadInputError when some class has fewer rows than it needs.
-    """
-    labels_train = np.asarray(labels_train)
-    classes = np.unique(labels_train)
-    if n_labels <= 0:
-        raise UsageError(f"--labels must be positive, got {n_labels}")
-    if len(classes) == 0:
-        raise BadInputError("no labelled training rows to draw from")
-    if n_labels % len(classes):
-        raise UsageError(f"--labels {n_labels} is not a multiple of the {len(classes)} classes (a balanced draw needs "
-                         f"the same count per class)")
-    per_class = n_labels // len(classes)
-    picked = []
-    for c in classes:
-        rows = np.flatnonzero(labels_train == c)
-        if len(rows) < per_class:
-            raise BadInputError(f"--labels {n_labels} needs {per_class} training rows of class {c}; only {len(rows)} "
-                                f"are available")
-        picked.append(rng.choice(rows, size=per_class, replace=False))
-    return np.sort(np.concatenate(picked))
-
-
-def heldout_size(n_train: int) -> int:
-    """ALI's validation set: 10,000 rows, capped at a sixth of train (MNIST's 60,000 -> exactly 10,000)."""
-    return min(HELDOUT_MAX, n_train // 6)
 
 
 # ----------------------------------------------------------------------------------------- helpers
@@ -446,12 +414,17 @@ register_protocol(Protocol(
 ))
 
 
+# The protocol that trains a model per seed instead of reading frozen features (halitool.adversarial); never
+# part of ``all``, which evaluates one set of features.
+ADVERSARIAL = "adversarial"
+
+
 def get_protocols(name: str) -> list[Protocol]:
     """One protocol by name, or every registered protocol for ``all``."""
     if name == "all":
         return list(PROTOCOLS.values())
     if name not in PROTOCOLS:
-        raise UsageError(f"unknown protocol {name!r}; choose all, {', '.join(PROTOCOLS)}")
+        raise UsageError(f"unknown protocol {name!r}; choose all, {', '.join(PROTOCOLS)}, {ADVERSARIAL}")
     return [PROTOCOLS[name]]
 
 
@@ -471,10 +444,9 @@ def evaluate(
 ) -> dict:
     """Run one protocol (or ``all``) for seeds ``seed_base .. seed_base + seeds - 1``; error on every test row.
 
-    The labelled draw of a seed depends only on the seed and the labels: ``balanced_draw`` with
-    ``numpy.random.default_rng(seed)`` over the train rows before the held-out block (the last
-    :func:`heldout_size` rows of train), so every protocol sees the same draw for the same seed and the
-    held-out rows are never in it. Errors are percentages; ``error_std`` is the sample standard deviation
+    The labelled draw of a seed depends only on the seed and the labels (:func:`halitool.draws.labelled_draw`,
+    the same draw ``halitool train --labels`` makes), so every protocol sees the same draw for the same seed
+    and the held-out rows (the last :func:`heldout_size` rows of train) are never in it. Errors are percentages; ``error_std`` is the sample standard deviation
     (ddof 1; 0 for one seed). ``on_step(protocol, seed)`` is called after each run (progress bars).
     ``options`` maps a protocol name to extra keyword arguments of its ``run`` (``finetune`` needs ``model``,
     ``images_train``, ``images_test``, ``levels``; with ``all`` it is skipped when they are absent).
@@ -494,10 +466,9 @@ def evaluate(
         protocols = [p for p in protocols if not p.needs_checkpoint or "model" in options.get(p.name, {})]
     n_train = len(labels_train)
     n_heldout = heldout_size(n_train)
-    pool = np.arange(n_train - n_heldout)
     heldout_idx = np.arange(n_train - n_heldout, n_train)
     seed_list = [seed_base + k for k in range(seeds)]
-    draws = {s: pool[balanced_draw(labels_train[pool], n_labels, np.random.default_rng(s))] for s in seed_list}
+    draws = {s: labelled_draw(labels_train, n_labels, s) for s in seed_list}
 
     results = {}
     for proto in protocols:
@@ -517,7 +488,7 @@ def evaluate(
                 visible[heldout_idx] = labels_train[heldout_idx]
             out = proto.run(features_train, visible, labelled, features_test, s, prepared=prepared, **extra)
             error = 100.0 * float((np.asarray(out.predictions) != labels_test).mean())
-            runs.append({"seed": s, "error": error, **out.details})
+            runs.append({"seed": s, "error": error, "draw_sha256": draw_hash(labelled), **out.details})
             if on_step:
                 on_step(proto.name, s)
         results[proto.name] = summarise(proto, runs, n_labels, time.perf_counter() - start,
@@ -650,19 +621,32 @@ def semisup(
     device: str = "auto",
     console=None,
     on_step: Callable[[str, int], None] | None = None,
-    epochs: int = 2,
+    epochs: float | None = None,
     max_unlabelled: int = 10_000,
 ) -> dict:
     """``halitool semisup``: resolve SOURCE to a features file, run :func:`evaluate`, add provenance.
 
     ``finetune`` (alone or in ``all``) needs a checkpoint SOURCE: the model is loaded on ``device`` and the
-    images come from the data set; ``epochs`` and ``max_unlabelled`` bound its cost.
+    images come from the data set; ``epochs`` (default 2) and ``max_unlabelled`` bound its cost.
+    ``adversarial`` trains a semi-supervised model per seed (``epochs`` of training), or evaluates a labelled
+    checkpoint SOURCE, through :func:`halitool.adversarial.adversarial`.
 
     SOURCE is a features file (HDF5), a checkpoint path or shipped name (features extracted once into the cache by
     :func:`cached_features`), or None: the shipped ``hali-mnist`` on MNIST (``data`` or the default root, fetched
     when the folder lacks the files).
     """
     start = time.perf_counter()
+    if protocol == ADVERSARIAL:
+        from halitool.adversarial import adversarial
+
+        if source is not None and is_features_file(source):
+            raise UsageError(f"{source}: the adversarial protocol trains on images; give a checkpoint or no SOURCE")
+        if levels is not None:
+            raise UsageError("--features does not apply to the adversarial protocol (its classifier sees x and every level)")
+        if source is None:
+            _ensure_mnist(data or "mnist", console)
+        return adversarial(source, n_labels=n_labels, seeds=seeds, seed_base=seed_base, data=data, device=device,
+                           epochs=epochs, console=console, on_step=on_step)
     if source is not None and is_features_file(source):
         if data is not None:
             raise UsageError("--data applies to a checkpoint SOURCE; a features file already holds its data set")
@@ -680,8 +664,12 @@ def semisup(
     options = {}
     wants_model = protocol == "all" or get_protocols(protocol)[0].needs_checkpoint
     if checkpoint is not None and wants_model:
+        epochs = 2 if epochs is None else epochs
         if epochs < 0 or max_unlabelled < 0:
             raise UsageError("--epochs and --max-unlabelled must be 0 or more")
+        if epochs != int(epochs):
+            raise UsageError(f"--epochs {epochs}: finetune makes whole passes over the images")
+        epochs = int(epochs)
         options["finetune"] = finetune_inputs(checkpoint, data, feats, device)
         options["finetune"].update(epochs=epochs, max_unlabelled=max_unlabelled)
     result = evaluate(feats.train, feats.labels_train, feats.test, feats.labels_test, n_labels=n_labels,

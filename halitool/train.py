@@ -7,6 +7,7 @@ interval) and PNG grids ``samples-STEP.png`` and ``recon-STEP.png``.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -29,7 +30,7 @@ from halitool.errors import BadInputError, HalitoolError, UsageError
 from halitool.fileio import atomic_write_bytes
 from halitool.runtime import hardware, resolve_device
 from halitool.models import HALI, ModelConfig, build_model, images_to_input
-from halitool.models.config import ARCHITECTURES, PAPER_OBJECTIVE, RECOMMENDED_OBJECTIVE
+from halitool.models.config import ARCHITECTURES, PAPER_OBJECTIVE, RECOMMENDED_OBJECTIVE, SEMI_SUPERVISED_OBJECTIVE
 from halitool.models.hali import collapse_indicator, collapse_tensors
 from halitool.visualize import class_kept, per_image_mse, save_grid
 
@@ -39,8 +40,11 @@ STATE_JSON = "state.json"
 METRICS_FILE = "metrics.jsonl"
 # Options that define a run: a resumed run must use the same values.
 RUN_DEFINING = ("data", "arch", "levels", "batch_size", "lr", "lr_d", "beta1", "beta2", "seed", "precision",
-                "objective", "val_size", "keep")
+                "objective", "val_size", "keep", "labels", "label_seed", "ema")
 KEEP = ("last", "best")
+DEFAULT_LR = 3e-4
+SEMI_SUPERVISED_LR = 1e-3  # the semi-supervised recipe's learning rate and weight average (docs/semisup.md)
+SEMI_SUPERVISED_EMA = 0.999
 # The few-label watch number: labelled images per class in each draw from the validation slice, and the draws.
 FEW_LABELS_PER_CLASS = 10
 FEW_LABEL_DRAWS = 3
@@ -55,7 +59,7 @@ class TrainOptions:
     epochs: float | None = None  # None and steps None: one epoch
     steps: int | None = None  # total steps of the run (resumed runs count from the start)
     batch_size: int = 100
-    lr: float = 3e-4
+    lr: float = DEFAULT_LR
     beta1: float = 0.5
     beta2: float = 0.999
     seed: int = 0
@@ -72,11 +76,17 @@ class TrainOptions:
     val_size: int | None = None  # the last rows of the train split held out for evaluation; None: default_val_size
     eval_every: int = 500
     keep: str = "last"  # which snapshot model.safetensors holds: the last, or the best by validation_criterion
+    labels: int | None = None  # semi-supervised: this many labelled training images (labelled_draw's draw)
+    label_seed: int = 0  # ... of this seed
+    init_from: str | None = None  # a checkpoint whose tensors (same name and shape) start the run
+    ema: float = 0.0  # decay of the weights' exponential moving average the checkpoint holds; 0: the raw weights
     command: str = ""
 
     @property
     def model_objective(self) -> dict:
-        return {**RECOMMENDED_OBJECTIVE, **self.objective}
+        """The levers: those given, the rest from the recommended objective (semi-supervised: its own preset)."""
+        preset = SEMI_SUPERVISED_OBJECTIVE if self.labels is not None else RECOMMENDED_OBJECTIVE
+        return {**preset, **self.objective}
 
 
 class Distributed:
@@ -121,13 +131,16 @@ class Distributed:
 
 # ------------------------------------------------------------------------------------------ training state
 def _save_state(out: Path, step: int, seconds: float, opts: TrainOptions, model: HALI, opt_d, opt_g,
-                legs: list[dict], best: dict | None = None) -> None:
+                legs: list[dict], best: dict | None = None, averaged: HALI | None = None) -> None:
     """Everything ``--resume`` needs in ONE atomically replaced file: the weights, the optimisers, the RNG and
     the step (as metadata). The model and state files are separate renames, so a kill can fall between them;
     resuming from this file alone never mixes two steps. ``state.json`` is a readable copy of the metadata."""
     from safetensors.torch import save
 
     tensors = {f"model.{k}": v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
+    if averaged is not None:
+        tensors.update({f"ema.{k}": v.detach().to("cpu", copy=True).contiguous()
+                        for k, v in averaged.state_dict().items()})
     tensors["rng.torch"] = torch.get_rng_state()
     if torch.cuda.is_available():
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
@@ -145,7 +158,8 @@ def _save_state(out: Path, step: int, seconds: float, opts: TrainOptions, model:
     atomic_write_bytes(out / STATE_JSON, (json.dumps(doc, indent=1) + "\n").encode(), check=False)
 
 
-def _load_state(out: Path, model: HALI, opt_d, opt_g, device: torch.device) -> tuple[int, float, dict, list[dict], dict | None]:
+def _load_state(out: Path, model: HALI, opt_d, opt_g, device: torch.device, averaged: HALI | None = None
+                ) -> tuple[int, float, dict, list[dict], dict | None]:
     """(step, seconds, options, legs, best snapshot) of the saved run, with the weights, optimisers and RNG restored."""
     from safetensors import safe_open
 
@@ -172,6 +186,9 @@ def _load_state(out: Path, model: HALI, opt_d, opt_g, device: torch.device) -> t
             raise BadInputError(f"{out}: {MODEL_FILE} is of step {steps} but the training state of step "
                                 f"{doc['step']} (a run stopped between the two writes); start over with --force")
     load_state_strict(out / STATE_FILE, model, weights)
+    if averaged is not None:
+        load_state_strict(out / STATE_FILE, averaged,
+                          {k[len("ema."):]: v.to(device) for k, v in tensors.items() if k.startswith("ema.")})
     for key, opt in (("opt_d", opt_d), ("opt_g", opt_g)):
         state: dict[int, dict] = {}
         for name, value in tensors.items():
@@ -187,6 +204,34 @@ def _load_state(out: Path, model: HALI, opt_d, opt_g, device: torch.device) -> t
     # A state written before legs were recorded knows only the command of its last leg, not where that began.
     legs = doc.get("legs") or [{"from_step": None, "command": doc["options"].get("command", "")}]
     return int(doc["step"]), float(doc["seconds"]), doc["options"], legs, doc.get("best")
+
+
+@torch.no_grad()
+def _update_average(averaged: HALI, model: HALI, decay: float, step: int) -> None:
+    """One step of the weights' exponential moving average (Polyak averaging, as the semi-supervised GAN
+    evaluated with), with the usual warm-up so that the first steps do not weigh the initialisation; buffers
+    (batch-norm statistics) are copied."""
+    rate = 1.0 - min(decay, (1.0 + step) / (10.0 + step))
+    torch._foreach_lerp_(list(averaged.parameters()), list(model.parameters()), rate)
+    for mine, theirs in zip(averaged.buffers(), model.buffers()):
+        mine.copy_(theirs)
+
+
+def _init_from(model: HALI, checkpoint: str) -> dict:
+    """Copy into ``model`` every tensor of ``checkpoint`` with the same name and shape (a semi-supervised run
+    started from an unsupervised model: its encoders and decoders carry over, a discriminator with other heads
+    or normalisation starts fresh). Returns what was copied, for the run's provenance."""
+    from halitool.checkpoint import load_checkpoint
+
+    source = load_checkpoint(checkpoint)
+    theirs = source.model.state_dict()
+    mine = model.state_dict()
+    same = {k: v for k, v in theirs.items() if k in mine and mine[k].shape == v.shape}
+    if not same:
+        raise BadInputError(f"{source.path}: no tensor matches this model's (architecture {model.config.arch!r})")
+    model.load_state_dict({**mine, **{k: v.to(mine[k]) for k, v in same.items()}})
+    return {"checkpoint": str(source.path), "sha256": source.sha256, "tensors_copied": len(same),
+            "tensors_fresh": len(mine) - len(same)}
 
 
 def _options_json(opts: TrainOptions) -> dict:
@@ -249,6 +294,8 @@ def _check_out(opts: TrainOptions) -> None:
         raise UsageError(f"--val-size must be 0 or more, not {opts.val_size}")
     if opts.keep != "last" and opts.val_size == 0:
         raise UsageError(f"--keep {opts.keep} selects by the validation slice: it needs --val-size above 0")
+    if opts.labels is not None and opts.labels < 1:
+        raise UsageError(f"--labels must be at least 1, not {opts.labels}")
     if opts.arch in ARCHITECTURES and not 1 <= opts.levels <= ARCHITECTURES[opts.arch].max_levels:
         raise UsageError(f"--levels: architecture {opts.arch!r} has 1 to {ARCHITECTURES[opts.arch].max_levels} "
                          f"levels, not {opts.levels}")
@@ -323,18 +370,24 @@ def few_label_linear_error(features: np.ndarray, labels: np.ndarray, seed: int =
 
 
 @torch.no_grad()
-def evaluate(model: HALI, x_val: torch.Tensor, labels: np.ndarray | None, classifier, batch_size: int = 500) -> dict:
+def evaluate(model: HALI, x_val: torch.Tensor, labels: np.ndarray | None, classifier, batch_size: int = 500,
+             class_values: np.ndarray | None = None) -> dict:
     """Per level, on the validation images: pixel MSE and (with a classifier) the class kept by the
     posterior-mean reconstruction; each level's collapse indicator (spread and std of the posterior); and, with
-    labels, the level's few-label linear error (:func:`few_label_linear_error`)."""
+    labels, the level's few-label linear error (:func:`few_label_linear_error`). A semi-supervised model with
+    labels also gets ``classifier_error``, the % of images its own classifier gets wrong (``class_values``:
+    the label of each of its K outputs)."""
     was_training = model.training
     model.eval()
     mse = {level: 0.0 for level in model.level_names}
     predicted = {level: [] for level in model.level_names}
     posterior = {level: ([], []) for level in model.level_names}
+    own = []  # the semi-supervised model's own predictions
     for i in range(0, len(x_val), batch_size):
         x = x_val[i: i + batch_size].to(model.device)
         stats = model.encode_stats(x)  # posterior means fed upward: what reconstruct() decodes from
+        if model.config.n_classes and labels is not None:
+            own.append(model.classify(x).argmax(dim=1).cpu().numpy())
         for level, (mean, logvar) in stats.items():
             posterior[level][0].append(mean.float().cpu())
             posterior[level][1].append(logvar.float().cpu())
@@ -345,6 +398,8 @@ def evaluate(model: HALI, x_val: torch.Tensor, labels: np.ndarray | None, classi
                 predicted[level].append(classifier.predict(x_rec).cpu().numpy())
     model.train(was_training)
     out = {"images": int(len(x_val)), "levels": {}}
+    if own:
+        out["classifier_error"] = 100.0 * float((class_values[np.concatenate(own)] != labels).mean())
     for level in model.level_names:
         means = torch.cat(posterior[level][0])
         spread, std = collapse_indicator(means, torch.cat(posterior[level][1]))
@@ -367,7 +422,9 @@ def _train(opts: TrainOptions, console: Console, device: torch.device, ddp: Dist
     if opts.keep != "last" and len(val_idx) == 0:
         raise UsageError(f"--keep {opts.keep} needs a validation slice; {opts.data} has only {len(all_train)} "
                          "training images (give --val-size)")
-    config = ModelConfig(arch=opts.arch, levels=opts.levels, **opts.model_objective)
+    labelled = _labelled_draw(ds, all_train, val_idx, opts) if opts.labels is not None else None
+    config = ModelConfig(arch=opts.arch, levels=opts.levels, n_classes=len(labelled.class_values) if labelled else 0,
+                         **opts.model_objective)
     if tuple(ds.image_shape) != tuple(config.architecture.image_shape):
         raise BadInputError(f"{opts.data}: images are {tuple(ds.image_shape)} but architecture {opts.arch!r} "
                             f"expects {tuple(config.architecture.image_shape)}")
@@ -389,9 +446,12 @@ def _train(opts: TrainOptions, console: Console, device: torch.device, ddp: Dist
     d_params = list(model.discriminator.parameters())
     g_params = model.generator_parameters()
 
+    # The weights' moving average (--ema): what evaluation, pictures and the checkpoint use; training moves `model`.
+    averaged = copy.deepcopy(model).eval() if opts.ema else None
     best: dict | None = None  # {"step", "criterion"} of the snapshot --keep best holds
+    initialised_from = None
     if opts.resume:
-        step, seconds_before, saved, legs, best = _load_state(out, model, opt_d, opt_g, device)
+        step, seconds_before, saved, legs, best = _load_state(out, model, opt_d, opt_g, device, averaged)
         now = _options_json(opts)
         changed = [k for k in RUN_DEFINING if saved.get(k) != now.get(k)]
         if changed:
@@ -406,6 +466,10 @@ def _train(opts: TrainOptions, console: Console, device: torch.device, ddp: Dist
                 (out / stale).unlink(missing_ok=True)
         first = train_idx[: min(len(train_idx), 10000)]
         model.init_pixel_bias(images_to_input(ds.images(first), device).mean(dim=0))
+        if opts.init_from is not None:
+            initialised_from = _init_from(model, opts.init_from)
+        if averaged is not None:
+            averaged.load_state_dict(model.state_dict())
 
     # Every command that trained this run, in order, with the step it started from (the checkpoint's provenance).
     legs = [*legs, {"from_step": step, "command": opts.command}]
@@ -433,6 +497,15 @@ def _train(opts: TrainOptions, console: Console, device: torch.device, ddp: Dist
         "torch_version": torch.__version__, "command": opts.command, "legs": legs, "processes": ddp.world,
     }
     preprocessing = {**ds.preprocessing, "image_shape": list(ds.image_shape), "model_input_range": [0, 1]}
+    classifier_section = labelled.section if labelled else None
+    class_values = labelled.class_values if labelled else None
+    if labelled:
+        training["labelled"] = labelled.section["labelled"]
+    if initialised_from:
+        training["initialised_from"] = initialised_from
+    if averaged is not None:
+        training["ema"] = {"decay": opts.ema, "warm-up": "decay min(ema, (1 + step) / (10 + step))"}
+    released = averaged if averaged is not None else model  # what is evaluated, pictured and saved
     start_time = time.perf_counter()
     last_good = step if opts.resume else None
     window: dict[str, list[float]] = {}
@@ -444,7 +517,7 @@ def _train(opts: TrainOptions, console: Console, device: torch.device, ddp: Dist
     def checkpoint(metrics: dict) -> None:
         nonlocal last_good, last_eval, best
         if x_val is not None and (last_eval is None or last_eval["step"] != step):
-            last_eval = {"step": step, **evaluate(model, x_val, val_labels, classifier)}
+            last_eval = {"step": step, **evaluate(released, x_val, val_labels, classifier, class_values=class_values)}
         metrics = {**metrics, **({"validation": last_eval} if last_eval else {})}
         info = {**training, "steps": step, "epochs": step / steps_per_epoch, "seconds": round(seconds(), 3),
                 "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
@@ -452,12 +525,13 @@ def _train(opts: TrainOptions, console: Console, device: torch.device, ddp: Dist
             score = validation_criterion(last_eval)
             if best is None or score < best["criterion"]:
                 best = {"step": step, "criterion": score}
-                save_checkpoint(out / MODEL_FILE, model, preprocessing=preprocessing,
+                save_checkpoint(out / MODEL_FILE, released, preprocessing=preprocessing,
                                 training={**info, "selected": {"by": "lowest top-level validation MSE", **best}},
-                                metrics=metrics)
+                                metrics=metrics, classifier=classifier_section)
         else:
-            save_checkpoint(out / MODEL_FILE, model, preprocessing=preprocessing, training=info, metrics=metrics)
-        _save_state(out, step, seconds(), opts, model, opt_d, opt_g, legs, best)
+            save_checkpoint(out / MODEL_FILE, released, preprocessing=preprocessing, training=info, metrics=metrics,
+                            classifier=classifier_section)
+        _save_state(out, step, seconds(), opts, model, opt_d, opt_g, legs, best, averaged)
         last_good = step
 
     last_metrics: dict = {}
@@ -469,8 +543,16 @@ def _train(opts: TrainOptions, console: Console, device: torch.device, ddp: Dist
             order = np.random.default_rng([opts.seed, epoch]).permutation(train_idx)
             idx = order[pos * batch_size: (pos + 1) * batch_size][ddp.rank:: ddp.world]
             x = images_to_input(ds.images(idx), device)
+            shown = None
+            if labelled is not None:
+                # As many labelled images as unlabelled ones, drawn with replacement from the N (per step, so a
+                # resumed run draws the same ones).
+                pick = np.random.default_rng([opts.seed, 1, step]).integers(0, len(labelled.rows), batch_size)
+                pick = pick[ddp.rank:: ddp.world]
+                shown = (images_to_input(ds.images(labelled.rows[pick]), device),
+                         torch.as_tensor(labelled.targets[pick], device=device))
             with autocast:
-                losses = model.losses(x)
+                losses = model.losses(x, shown)
             watched = _step_values(losses)
             names = list(watched)
             logged = torch.stack([watched[k] for k in names])  # on the device: one host sync for all of them
@@ -494,12 +576,14 @@ def _train(opts: TrainOptions, console: Console, device: torch.device, ddp: Dist
             opt_g.step()
             ddp.sync_buffers(model)
             step += 1
+            if averaged is not None:
+                _update_average(averaged, model, opts.ema, step)
             for k, v in values.items():
                 window.setdefault(k, []).append(v)
             bar.update(task, advance=1, losses=_progress_line(values, last_eval))
             evaluated = False
             if ddp.main and x_val is not None and (step % opts.eval_every == 0 or step == total):
-                last_eval = {"step": step, **evaluate(model, x_val, val_labels, classifier)}
+                last_eval = {"step": step, **evaluate(released, x_val, val_labels, classifier, class_values=class_values)}
                 evaluated = True
             if step % opts.log_every == 0 or step == total or evaluated:
                 last_metrics = {k: float(np.mean(v)) for k, v in window.items()}
@@ -511,7 +595,7 @@ def _train(opts: TrainOptions, console: Console, device: torch.device, ddp: Dist
                 log.flush()
                 window.clear()
             if ddp.main and (step % opts.sample_every == 0 or step == total):
-                _write_grids(model, out, step, x_show, opts.seed)
+                _write_grids(released, out, step, x_show, opts.seed)
             if ddp.main and (step % opts.checkpoint_every == 0 or step == total):
                 checkpoint(dict(last_metrics))
     return {
@@ -521,7 +605,44 @@ def _train(opts: TrainOptions, console: Console, device: torch.device, ddp: Dist
     }
 
 
-LOSS_NAMES = ("d_loss", "g_loss", "adv", "recon", "recon2", "cycle", "r1")
+LOSS_NAMES = ("d_loss", "g_loss", "adv", "fm", "ce", "entropy", "recon", "recon2", "cycle", "r1")
+
+
+@dataclass(frozen=True)
+class LabelledDraw:
+    """The labelled images of a semi-supervised run: their rows in the data set, their class index (0..K-1)
+    and, per class index, the label value; ``section`` is the checkpoint's classifier section."""
+
+    rows: np.ndarray
+    targets: np.ndarray
+    class_values: np.ndarray
+    section: dict
+
+
+def _labelled_draw(ds, all_train: np.ndarray, val_idx: np.ndarray, opts: TrainOptions) -> LabelledDraw:
+    """``--labels N --label-seed S``: the draw :func:`halitool.draws.labelled_draw` makes for seed S over the
+    train split (the same images ``halitool semisup`` labels for that seed), outside the validation slice."""
+    from halitool.draws import draw_hash, labelled_draw
+
+    if ds.labels is None:
+        raise BadInputError(f"{opts.data}: --labels needs class labels, and this data set has none")
+    labels_train = ds.labels[all_train]
+    positions = labelled_draw(labels_train, opts.labels, opts.label_seed)
+    rows = all_train[positions]
+    if np.isin(rows, val_idx).any():
+        raise UsageError(f"--val-size {len(val_idx)}: the validation slice overlaps the rows the labelled draw "
+                         "picks from; give a smaller --val-size")
+    class_values = np.unique(labels_train)
+    names = ds.class_names if ds.class_names and len(ds.class_names) == len(class_values) else None
+    section = {
+        "classes": list(names) if names else [str(int(v)) for v in class_values],
+        "class_values": [int(v) for v in class_values],
+        "labelled": {"n": int(opts.labels), "seed": int(opts.label_seed), "indices_sha256": draw_hash(positions),
+                     "indices": "positions in the train split, in data-set order",
+                     "draw": "halitool.draws.labelled_draw: balanced, from the train rows before the held-out block"},
+    }
+    return LabelledDraw(rows=rows, targets=np.searchsorted(class_values, ds.labels[rows]),
+                        class_values=class_values, section=section)
 
 
 def _step_values(losses: dict) -> dict[str, torch.Tensor]:
@@ -547,6 +668,8 @@ def _progress_line(values: dict, evaluation: dict | None) -> str:
     parts = [f"g {values['g_loss']:.2f}", f"D acc {values['acc_q.joint']:.2f}/{values['acc_p.joint']:.2f}",
              "spread/std " + " ".join(f"{k[:-7]} {values[k]:.2f}/{values[k[:-7] + '_std']:.2f}"
                                       for k in values if k.endswith("_spread"))]
+    if evaluation and "classifier_error" in evaluation:
+        parts.append(f"val error {evaluation['classifier_error']:.2f}%")
     if evaluation:
         parts.append("val " + " ".join(
             f"{level} {v['class_kept']:.0%}" if v["class_kept"] is not None else f"{level} mse {v['mse']:.4f}"

@@ -21,8 +21,9 @@ def test_every_level_has_its_documented_shape(arch, levels):
     a = ARCHITECTURES[arch]
     assert model.image_shape == a.image_shape
     assert model.level_names == [f"z{i}" for i in range(1, levels + 1)]
-    h, w = a.image_shape[1] // 4, a.image_shape[2] // 4  # two stride-2 convolutions in every registered arch
-    expected = {"z1": (a.z1_channels, h, w), **{f"z{i + 2}": (d,) for i, d in enumerate(a.z_dims[: levels - 1])}}
+    h, w = a.image_shape[1] // 4, a.image_shape[2] // 4  # two stride-2 convolutions in every registered conv arch
+    z1 = (a.z1_channels,) if a.kind == "mlp" else (a.z1_channels, h, w)  # an mlp's levels are all vectors
+    expected = {"z1": z1, **{f"z{i + 2}": (d,) for i, d in enumerate(a.z_dims[: levels - 1])}}
     assert model.level_shapes == expected
     n = 2
     x = torch.rand(n, *model.image_shape)

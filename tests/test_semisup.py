@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from halitool import semisup
+from halitool import draws, semisup
 from halitool.errors import BadInputError, UsageError
 
 ARRAY_PROTOCOLS = ("linear", "linear-heldout", "spread")
@@ -42,24 +42,24 @@ def test_overlapping_clusters_give_errors():
 
 def test_balanced_draw_exact_counts_and_errors():
     labels = np.repeat(np.arange(10), 30)
-    idx = semisup.balanced_draw(labels, 100, np.random.default_rng(0))
+    idx = draws.balanced_draw(labels, 100, np.random.default_rng(0))
     assert len(idx) == 100 and len(np.unique(idx)) == 100
     assert np.bincount(labels[idx], minlength=10).tolist() == [10] * 10
     with pytest.raises(UsageError):
-        semisup.balanced_draw(labels, 15, np.random.default_rng(0))
+        draws.balanced_draw(labels, 15, np.random.default_rng(0))
     with pytest.raises(UsageError):
-        semisup.balanced_draw(labels, 0, np.random.default_rng(0))
+        draws.balanced_draw(labels, 0, np.random.default_rng(0))
     with pytest.raises(UsageError):
-        semisup.balanced_draw(labels, -10, np.random.default_rng(0))
+        draws.balanced_draw(labels, -10, np.random.default_rng(0))
     with pytest.raises(BadInputError):
-        semisup.balanced_draw(labels, 310, np.random.default_rng(0))
+        draws.balanced_draw(labels, 310, np.random.default_rng(0))
 
 
 def test_draws_are_deterministic_per_seed_and_differ_across_seeds():
     labels = np.repeat(np.arange(10), 50)
-    a = semisup.balanced_draw(labels, 50, np.random.default_rng(3))
-    b = semisup.balanced_draw(labels, 50, np.random.default_rng(3))
-    c = semisup.balanced_draw(labels, 50, np.random.default_rng(4))
+    a = draws.balanced_draw(labels, 50, np.random.default_rng(3))
+    b = draws.balanced_draw(labels, 50, np.random.default_rng(3))
+    c = draws.balanced_draw(labels, 50, np.random.default_rng(4))
     assert np.array_equal(a, b) and not np.array_equal(a, c)
 
 
@@ -81,7 +81,7 @@ def recorder(monkeypatch):
 def test_draws_come_from_train_outside_heldout_and_labels_are_masked(recorder):
     x, y, xt, yt = clusters(n_train=600)
     semisup.evaluate(x, y, xt, yt, n_labels=30, protocol="spy", seeds=3, seed_base=5)
-    n_heldout = semisup.heldout_size(600)
+    n_heldout = draws.heldout_size(600)
     assert n_heldout == 100
     assert [c["seed"] for c in recorder] == [5, 6, 7]
     for call in recorder:
@@ -118,7 +118,7 @@ def test_all_protocols_result_shape():
     result = semisup.evaluate(x, y, xt, yt, n_labels=10, protocol="all", seeds=1)
     assert set(result["protocols"]) == set(ARRAY_PROTOCOLS)
     assert result["protocols"]["spread"]["transductive"] is True
-    assert result["protocols"]["linear-heldout"]["labels_used"] == 10 + semisup.heldout_size(700)
+    assert result["protocols"]["linear-heldout"]["labels_used"] == 10 + draws.heldout_size(700)
 
 
 def test_row_space_fit_matches_full_fit():

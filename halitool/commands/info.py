@@ -26,6 +26,7 @@ def checkpoint_summary(name_or_path: str) -> dict:
         "preprocessing": loaded.preprocessing,
         "training": loaded.training,
         "metrics": loaded.metrics,
+        "classifier": loaded.classifier,
     }
 
 
@@ -56,6 +57,11 @@ def _table(result: dict) -> Table:
         table.add_row(f"training {key}", _fmt(value))
     for key, value in result["metrics"].items():
         table.add_row(f"metric {key}", _fmt(value))
+    if result["classifier"]:
+        section = result["classifier"]
+        table.add_row("classifier", f"{len(section['classes'])} classes ({', '.join(section['classes'])}): the "
+                                    "discriminator's class logits on x and the posterior means")
+        table.add_row("classifier labelled draw", _fmt(section["labelled"]))
     table.add_row("sha256", result["sha256"])
     return table
 
@@ -65,7 +71,8 @@ def _table(result: dict) -> Table:
 @output_options
 @force_option
 def info_command(checkpoint: str, fmt: str | None, output: str | None, force: bool):
-    """What a checkpoint is: architecture, levels and shapes, parameters, training provenance, metrics, hash.
+    """What a checkpoint is: architecture, levels and shapes, parameters, training provenance, metrics, hash,
+    and for a semi-supervised model its classifier (classes and the labelled draw it was trained with).
 
     CHECKPOINT is a path or the name of a shipped model (hali-mnist -> pretrained/hali-mnist.safetensors).
 

@@ -70,14 +70,17 @@ def csv_rows(result: dict):
 @click.option("--protocol", default="linear",
               help="linear (CV on the N labels), linear-heldout (ALI: C on 10,000 held-out labelled images), "
                    "spread (transductive label spreading), finetune (the inference network; needs a checkpoint), "
-                   "or all.")
+                   "all (these four), or adversarial (per seed, train a semi-supervised HALI with the labels, or "
+                   "evaluate a checkpoint trained with them).")
 @click.option("--features", "levels", default=None, metavar="LEVELS",
               help="Levels to use, joined with + (z1, z2, z1+z2) [default: every level, z1+z2 for hali-mnist].")
 @click.option("--seeds", type=int, default=10, help="Number of labelled draws (seeds seed-base .. seed-base+K-1).")
 @click.option("--seed-base", type=int, default=0, help="First seed.")
 @click.option("--data", default=None, metavar="SPEC",
               help="Data set for a checkpoint SOURCE [default: mnist at $HALITOOL_DATA/mnist, fetched if missing].")
-@click.option("--epochs", type=int, default=2, help="finetune: passes over the pseudo-labelled images.")
+@click.option("--epochs", type=float, default=None,
+              help="finetune: passes over the pseudo-labelled images [default: 2]; adversarial: epochs of "
+                   "training per seed [default: the recipe's, docs/semisup.md].")
 @click.option("--max-unlabelled", type=int, default=10_000,
               help="finetune: most confident pseudo-labelled training images used (bounds the cost).")
 @device_option
@@ -98,12 +101,13 @@ def semisup_command(source, n_labels, protocol, levels, seeds, seed_base, data, 
       halitool semisup features.h5 --labels 100 --protocol all --format json
       halitool semisup hali-mnist --features z2 --seeds 5 -o semisup.json
     """
-    from halitool.semisup import PROTOCOLS, get_protocols, is_features_file, semisup
+    from halitool.semisup import ADVERSARIAL, PROTOCOLS, get_protocols, is_features_file, semisup
 
     console = app().console
     if output not in (None, "-"):
         check_output_path(Path(output), force)
-    get_protocols(protocol)  # an unknown name fails before any extraction
+    if protocol != ADVERSARIAL:
+        get_protocols(protocol)  # an unknown name fails before any extraction
     with_model = source is None or not is_features_file(source)
     n_protocols = len([p for p in PROTOCOLS.values() if with_model or not p.needs_checkpoint]) if protocol == "all" else 1
     with progress(console) as bar:

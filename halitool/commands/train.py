@@ -9,6 +9,7 @@ import click
 
 from halitool.commands.common import app, device_option, force_option
 from halitool.models import ARCHITECTURES
+from halitool.models.config import OBJECTIVES
 from halitool.runtime import command_line
 
 
@@ -20,8 +21,9 @@ from halitool.runtime import command_line
 @click.option("--epochs", type=float, default=None, help="Train this many epochs in all [default: 1 unless --steps].")
 @click.option("--steps", type=int, default=None, help="Train this many steps in all (counted from the run's start).")
 @click.option("--batch-size", type=int, default=100)
-@click.option("--lr", type=float, default=3e-4, show_default=True,
-              help="Adam learning rate (the encoders and decoders; the discriminator too unless --lr-d).")
+@click.option("--lr", type=float, default=None,
+              help="Adam learning rate (the encoders and decoders; the discriminator too unless --lr-d) "
+                   "[default: 3e-4; with --labels the semi-supervised recipe's, 1e-3].")
 @click.option("--beta1", type=float, default=0.5)
 @click.option("--beta2", type=float, default=0.999)
 @click.option("--seed", type=int, default=0, help="Seed of the initialisation, the data order, noise and dropout.")
@@ -33,9 +35,19 @@ from halitool.runtime import command_line
 @click.option("--checkpoint-every", type=int, default=500, help="Write the checkpoint and training state every N steps.")
 @click.option("--log-every", type=int, default=10, help="Append averaged losses to metrics.jsonl every N steps.")
 @click.option("--lr-d", type=float, default=None, help="The discriminator's learning rate [default: --lr].")
-@click.option("--objective", type=click.Choice(["recommended", "paper"]), default="recommended", show_default=True,
-              help="Starting values of the levers below: 'recommended' (what docs/training.md found to learn) or "
-                   "'paper' (HALI's purely adversarial game: every lever off). A lever given explicitly wins.")
+@click.option("--labels", type=click.IntRange(min=1), default=None,
+              help="Semi-supervised: N labelled training images (N/classes per class, the draw `halitool semisup` "
+                   "makes for --label-seed); the discriminator learns K class logits and the checkpoint gets a "
+                   "classifier.")
+@click.option("--init-from", metavar="CHECKPOINT", default=None,
+              help="Start from this checkpoint's tensors where name and shape match (e.g. a semi-supervised run "
+                   "from an unsupervised model of the same architecture); the rest starts fresh.")
+@click.option("--label-seed", type=int, default=0, show_default=True, help="Seed of the labelled draw (with --labels).")
+@click.option("--objective", type=click.Choice(sorted(OBJECTIVES)), default=None,
+              help="Starting values of the levers below: 'recommended' (what docs/training.md found to learn), "
+                   "'paper' (HALI's purely adversarial game: every lever off) or 'semi-supervised' (the semi-"
+                   "supervised GAN's regularisers, docs/semisup.md) [default: semi-supervised with --labels, else "
+                   "recommended]. A lever given explicitly wins.")
 @click.option("--spectral-norm/--no-spectral-norm", default=None, help="Spectral normalisation of the discriminator.")
 @click.option("--unary-scores/--no-unary-scores", default=None,
               help="BigBiGAN's unary discriminator scores for x and for each level, beside the joint score.")
@@ -46,6 +58,17 @@ from halitool.runtime import command_line
               help="Weight of the pixel MSE of the higher levels' reconstructions (x -> z1 -> z2 -> z1 -> x'').")
 @click.option("--cycle-weight", type=float, default=None,
               help="Weight of the latent cycle: top z ~ N(0, I) -> x -> re-encoded top z, MSE.")
+@click.option("--weight-norm/--no-weight-norm", default=None, help="Weight normalisation of the discriminator.")
+@click.option("--d-noise", type=float, default=None,
+              help="Std of Gaussian noise on the inputs of the discriminator's hidden layers.")
+@click.option("--feature-matching/--no-feature-matching", default=None,
+              help="Encoders and decoders match the mean discriminator features of inference and generative tuples "
+                   "instead of playing the adversarial loss.")
+@click.option("--entropy-weight", type=float, default=None,
+              help="Semi-supervised: weight of the class prediction's entropy on unlabelled images (minimised).")
+@click.option("--ema", type=click.FloatRange(0.0, 1.0, max_open=True), default=None,
+              help="Decay of an exponential moving average of the weights (e.g. 0.999): evaluation, pictures and "
+                   "the checkpoint use the average; 0 keeps the raw weights [default: 0; with --labels 0.999].")
 @click.option("--val-size", type=int, default=None,
               help="Hold the last N images of the train split out of training, for --eval-every and --keep best "
                    "[default: 1,000, or a tenth of a smaller train split].")
@@ -77,9 +100,18 @@ def train_command(**kwargs):
     for name in ("steps", "batch_size", "sample_every", "checkpoint_every", "log_every", "eval_every"):
         if kwargs[name] is not None and kwargs[name] < 1:
             raise click.BadParameter("must be at least 1", param_hint="--" + name.replace("_", "-"))
+    if kwargs["lr"] is None:
+        from halitool.train import DEFAULT_LR, SEMI_SUPERVISED_LR
+
+        kwargs["lr"] = SEMI_SUPERVISED_LR if kwargs["labels"] is not None else DEFAULT_LR
+    if kwargs["ema"] is None:
+        from halitool.train import SEMI_SUPERVISED_EMA
+
+        kwargs["ema"] = SEMI_SUPERVISED_EMA if kwargs["labels"] is not None else 0.0
     preset = kwargs.pop("objective")
     levers = {name: kwargs.pop(name) for name in PAPER_OBJECTIVE}
-    objective = dict(PAPER_OBJECTIVE) if preset == "paper" else {}
+    # No preset named: TrainOptions takes the default one (semi-supervised with --labels, else recommended).
+    objective = dict(OBJECTIVES[preset]) if preset is not None else {}
     objective.update({name: value for name, value in levers.items() if value is not None})
     kwargs["objective"] = objective
     command = _command_line(click.get_current_context())

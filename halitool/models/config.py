@@ -12,16 +12,22 @@ from halitool.errors import BadInputError
 
 @dataclass(frozen=True)
 class Architecture:
-    """The widths and shapes of one named HALI architecture.
+    """The widths and shapes of one named HALI architecture, of one of two kinds.
 
-    The image (C, H, W) goes through stride-2 4x4 convolutions of ``x_widths`` (each halves H and W) to a
+    ``kind="conv"``: the image (C, H, W) goes through stride-2 4x4 convolutions of ``x_widths`` (each halves H and W) to a
     spatial ``z1`` of ``z1_channels`` x H/2^k x W/2^k. Every later level is a vector: ``q(z2|z1)`` convolves
     ``z1`` down with stride-2 4x4 convolutions of ``down_widths`` and one "valid" convolution over what is
     left to a ``hidden`` wide vector; ``q(z_l|z_l-1)`` for l > 2 is a pair of 1x1 layers of ``hidden``.
     Decoders mirror their encoders with transposed convolutions. The discriminator mirrors the x encoder
     (``x_widths``), joins z1 and convolves down (``d_z1_widths`` then ``down_widths``, then one valid
     convolution to ``d_hidden``), joins every vector level through its own two 1x1 layers of ``d_hidden``,
-    and ends in 1x1 layers of ``d_hidden`` and one logit.
+    and ends in 1x1 layers of ``d_hidden`` and one logit (K class logits in a semi-supervised model).
+
+    ``kind="mlp"``: every network is fully connected and every level a vector. ``q(z1|x)`` is an MLP of hidden
+    widths ``x_widths`` from the flattened image to ``z1_channels`` dimensions, ``p(x|z1)`` its mirror; the higher
+    levels are pairs of ``hidden``-wide layers; the discriminator's image path is an MLP of ``d_x_widths``, each
+    level joins through a layer of ``d_hidden``, and the output is a ``d_hidden`` layer and the logit(s). This is
+    the shape of the semi-supervised GANs' MNIST networks (Salimans et al. 2016), and fast on a CPU.
     """
 
     name: str
@@ -34,6 +40,8 @@ class Architecture:
     d_z1_widths: tuple[int, ...]
     d_hidden: int
     description: str = ""
+    kind: str = "conv"
+    d_x_widths: tuple[int, ...] = ()  # mlp only: the discriminator's image path
 
     @property
     def max_levels(self) -> int:
@@ -43,6 +51,11 @@ class Architecture:
     def z1_size(self) -> tuple[int, int]:
         k = 2 ** len(self.x_widths)
         return self.image_shape[1] // k, self.image_shape[2] // k
+
+    @property
+    def z1_shape(self) -> tuple[int, ...]:
+        """z1's shape per image: a map (channels, H, W) for conv, a vector (dims,) for mlp."""
+        return (self.z1_channels,) if self.kind == "mlp" else (self.z1_channels, *self.z1_size)
 
 
 ARCHITECTURES: dict[str, Architecture] = {}
@@ -96,6 +109,40 @@ register_architecture(Architecture(
     description="CelebA 3x64x64 (ALI's CelebA widths); z1 64x16x16 spatial, z2 256 (z3 128 with --levels 3).",
 ))
 
+# The semi-supervised GANs' MNIST shape (Salimans et al. 2016: discriminator 784-1000-500-250-250-250, generator
+# 500-500-784) as a two-level HALI: q(z1|x) 784-500-500-64, q(z2|z1) 64-256-32 and mirrors; the discriminator's
+# image path 1000-500-250-250, each level joined through 250 units.
+register_architecture(Architecture(
+    name="mnist-mlp",
+    image_shape=(1, 28, 28),
+    x_widths=(500, 500),
+    z1_channels=64,
+    down_widths=(),
+    hidden=256,
+    z_dims=(32, 16),
+    d_z1_widths=(),
+    d_hidden=250,
+    kind="mlp",
+    d_x_widths=(1000, 500, 250, 250),
+    description="MNIST 1x28x28, fully connected; z1 64, z2 32 (z3 16 with --levels 3). Fast on a CPU; the "
+                "semi-supervised recipe's architecture.",
+))
+
+register_architecture(Architecture(
+    name="tiny-mlp",
+    image_shape=(1, 28, 28),
+    x_widths=(16,),
+    z1_channels=8,
+    down_widths=(),
+    hidden=16,
+    z_dims=(4, 4),
+    d_z1_widths=(),
+    d_hidden=16,
+    kind="mlp",
+    d_x_widths=(16,),
+    description="Test-sized 1x28x28, fully connected; z1 8, z2 4 (z3 4 with --levels 3). For tests only.",
+))
+
 register_architecture(Architecture(
     name="tiny",
     image_shape=(1, 28, 28),
@@ -121,7 +168,8 @@ def get_architecture(name: str) -> Architecture:
 # A checkpoint written before a lever existed lacks its key and was trained without it: LEGACY gives the
 # value that rebuilds such a model exactly as it was.
 LEGACY = {"spectral_norm": False, "instance_noise": 0.0, "r1_weight": 0.0, "unary_scores": False,
-          "recon2_weight": 0.0, "cycle_weight": 0.0}
+          "recon2_weight": 0.0, "cycle_weight": 0.0, "weight_norm": False, "d_noise": 0.0,
+          "feature_matching": False, "n_classes": 0, "entropy_weight": 0.0}
 
 
 @dataclass(frozen=True)
@@ -144,6 +192,18 @@ class ModelConfig:
       -> posterior-mean decoding back to x (summed over levels 2..L).
     - ``cycle_weight``: weight of the latent cycle (ALICE-style, in latent space): z_L ~ N(0, I) down the
       generative chain to x, re-encoded to the posterior mean of z_L; the MSE against the z_L drawn.
+    - ``weight_norm``: weight normalisation of every discriminator layer (Salimans & Kingma 2016).
+    - ``d_noise``: std of Gaussian noise added to the input of every discriminator layer after the first
+      (the semi-supervised GAN's regulariser, Salimans et al. 2016; ``instance_noise`` is the first layer's).
+    - ``feature_matching``: the decoders minimise, instead of their adversarial loss, the squared distance
+      between the mean discriminator features (its last hidden layer) of generative tuples and of inference
+      tuples (Salimans et al. 2016); the inference tuples are the fixed target, and the encoders keep their
+      adversarial loss.
+    - ``entropy_weight``: (semi-supervised) weight of the mean entropy of the class prediction on unlabelled
+      inference tuples, minimised by the discriminator (entropy minimisation, Grandvalet & Bengio 2005).
+
+    ``n_classes`` K > 0 makes the model semi-supervised: the joint discriminator gives K class logits, and its
+    joint score (inference tuple against generative tuple) is their log-sum-exp, the "fake" logit being fixed at 0.
     """
 
     arch: str = "mnist"
@@ -158,6 +218,11 @@ class ModelConfig:
     unary_scores: bool = False
     recon2_weight: float = 0.0
     cycle_weight: float = 0.0
+    weight_norm: bool = False
+    d_noise: float = 0.0
+    feature_matching: bool = False
+    n_classes: int = 0
+    entropy_weight: float = 0.0
 
     def __post_init__(self) -> None:
         arch = get_architecture(self.arch)
@@ -165,11 +230,19 @@ class ModelConfig:
             raise BadInputError(f"architecture {self.arch!r} supports 1 to {arch.max_levels} levels, not {self.levels!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise BadInputError(f"dropout must be in [0, 1), not {self.dropout!r}")
-        for name in ("recon_weight", "instance_noise", "r1_weight", "recon2_weight", "cycle_weight"):
+        if isinstance(self.n_classes, bool) or not isinstance(self.n_classes, int) or self.n_classes < 0 \
+                or self.n_classes == 1:
+            raise BadInputError(f"n_classes must be 0 (unsupervised) or at least 2, not {self.n_classes!r}")
+        if self.entropy_weight and not self.n_classes:
+            raise BadInputError("entropy_weight applies to a semi-supervised model (train with --labels)")
+        if self.spectral_norm and self.weight_norm:
+            raise BadInputError("spectral_norm and weight_norm cannot both be on (each reparametrises the weights)")
+        for name in ("recon_weight", "instance_noise", "r1_weight", "recon2_weight", "cycle_weight", "d_noise",
+                     "entropy_weight"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
                 raise BadInputError(f"{name} must be a number >= 0, not {value!r}")
-        for name in ("spectral_norm", "unary_scores"):
+        for name in ("spectral_norm", "unary_scores", "weight_norm", "feature_matching"):
             if not isinstance(getattr(self, name), bool):
                 raise BadInputError(f"{name} must be true or false, not {getattr(self, name)!r}")
 
@@ -202,9 +275,18 @@ class ModelConfig:
 
 # The paper's objective: ALI's game over the whole tuple, nothing else.
 PAPER_OBJECTIVE = {"spectral_norm": False, "instance_noise": 0.0, "r1_weight": 0.0, "unary_scores": False,
-                   "recon_weight": 0.0, "recon2_weight": 0.0, "cycle_weight": 0.0}
+                   "recon_weight": 0.0, "recon2_weight": 0.0, "cycle_weight": 0.0, "weight_norm": False,
+                   "d_noise": 0.0, "feature_matching": False, "entropy_weight": 0.0}
 
 # What `halitool train` uses unless told otherwise: the levers that made the mnist model learn on a CPU budget
 # (docs/training.md has the ablation behind each value).
-RECOMMENDED_OBJECTIVE = {"spectral_norm": True, "instance_noise": 0.0, "r1_weight": 0.0, "unary_scores": True,
+RECOMMENDED_OBJECTIVE = {**PAPER_OBJECTIVE, "spectral_norm": True, "unary_scores": True,
                          "recon_weight": 100.0, "recon2_weight": 100.0, "cycle_weight": 1.0}
+
+# What `halitool train --labels N` uses unless told otherwise: the semi-supervised GAN's regularisers on the joint
+# discriminator (docs/semisup.md measures each one).
+SEMI_SUPERVISED_OBJECTIVE = {**PAPER_OBJECTIVE, "weight_norm": True, "instance_noise": 0.3, "d_noise": 0.5,
+                             "feature_matching": True, "recon_weight": 100.0, "recon2_weight": 100.0}
+
+# The presets of `halitool train --objective`.
+OBJECTIVES = {"recommended": RECOMMENDED_OBJECTIVE, "paper": PAPER_OBJECTIVE, "semi-supervised": SEMI_SUPERVISED_OBJECTIVE}

@@ -18,6 +18,7 @@ Public inputs and outputs are float images in [0, 1], shape [n, C, H, W]; networ
 from __future__ import annotations
 
 import copy
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -64,9 +65,24 @@ def _block(layer: nn.Module, width: int, leak: float, bn: bool) -> list[nn.Modul
     return [layer, *([nn.BatchNorm2d(width)] if bn else []), nn.LeakyReLU(leak)]
 
 
-def _d_block(layer: nn.Module, width: int, leak: float, dropout: float, bn: bool = False) -> list[nn.Module]:
-    # ALI: dropout on the inputs of every discriminator layer.
-    return [nn.Dropout(dropout), layer, *([nn.BatchNorm2d(width)] if bn else []), nn.LeakyReLU(leak)]
+class GaussianNoise(nn.Module):
+    """Adds N(0, std^2) noise in training mode; the identity in eval mode (the semi-supervised GAN's regulariser)."""
+
+    def __init__(self, std: float):
+        super().__init__()
+        self.std = std
+
+    def forward(self, h: Tensor) -> Tensor:
+        return h + self.std * torch.randn_like(h) if self.training else h
+
+
+def _d_block(layer: nn.Module, width: int, leak: float, dropout: float, bn: bool = False,
+             noise: float = 0.0) -> list[nn.Module]:
+    # ALI: dropout on the inputs of every discriminator layer; the semi-supervised GAN: Gaussian noise there too.
+    # (The noise module exists only when asked for: a module shifts the index, so the tensor names, of the layers
+    # after it, and checkpoints without it must keep theirs.)
+    regularise = [nn.Dropout(dropout), *([GaussianNoise(noise)] if noise > 0 else [])]
+    return [*regularise, layer, *([nn.BatchNorm2d(width)] if bn else []), nn.LeakyReLU(leak)]
 
 
 def _down2(cin: int, cout: int) -> nn.Conv2d:
@@ -77,67 +93,101 @@ def _up2(cin: int, cout: int, bias: bool = True) -> nn.ConvTranspose2d:
     return nn.ConvTranspose2d(cin, cout, 4, stride=2, padding=1, bias=bias)
 
 
+class DiscriminatorOutput(NamedTuple):
+    """What one discriminator pass gives: every score (``joint`` and any unary ones, [n] each), the K class
+    logits [n, K] of a semi-supervised model (else None) and the last hidden layer [n, d_hidden] (the features
+    that feature matching compares)."""
+
+    scores: dict[str, Tensor]
+    class_logits: Tensor | None
+    features: Tensor
+
+
 class Discriminator(nn.Module):
     """D(x, z1, ..., zL) -> one joint logit, fusing the levels in stages: x, then z1 (spatially), then each vector.
 
     With ``unary`` it also gives BigBiGAN's unary logits: ``x`` from the image features alone (``unary_x``),
     ``z1`` from its own small conv path (``unary_z1``) and each vector level from its branch (``unary_z.{i}``).
-    With ``spectral_norm`` every layer is spectrally normalised and there is no batch norm.
+    With ``spectral_norm`` (or ``weight_norm``) every layer is so normalised and there is no batch norm.
+    With ``n_classes`` K > 0 the last layer gives K class logits and the joint logit is their log-sum-exp
+    (Salimans et al. 2016: a K+1-way classifier whose "fake" logit is fixed at 0).
     """
 
     def __init__(self, arch: Architecture, levels: int, leak: float, dropout: float, unary: bool = False,
-                 spectral_norm: bool = False):
+                 spectral_norm: bool = False, weight_norm: bool = False, noise: float = 0.0, n_classes: int = 0):
         super().__init__()
+        normalised = spectral_norm or weight_norm
+        hid = arch.d_hidden
+
+        def block(layer: nn.Module, width: int, bn: bool = False) -> list[nn.Module]:
+            return _d_block(layer, width, leak, dropout, bn=bn and not normalised, noise=noise)
+
         c, w = arch.image_shape[0], arch.x_widths
         layers: list[nn.Module] = []
-        for i, width in enumerate(w):
-            layers += _d_block(_down2(c if i == 0 else w[i - 1], width), width, leak, dropout,
-                               bn=i > 0 and not spectral_norm)
-        self.x = nn.Sequential(*layers)
-        layers, cin = [], w[-1] + arch.z1_channels
-        for width in arch.d_z1_widths:
-            layers += _d_block(nn.Conv2d(cin, width, 3, padding=1), width, leak, dropout)
-            cin = width
-        for width in arch.down_widths:
-            layers += _d_block(_down2(cin, width), width, leak, dropout)
-            cin = width
-        k = arch.z1_size[0] // 2 ** len(arch.down_widths)
-        layers += _d_block(nn.Conv2d(cin, arch.d_hidden, k), arch.d_hidden, leak, dropout)
-        self.z1 = nn.Sequential(*layers, nn.Flatten())
-        hid = arch.d_hidden
-        self.z = nn.ModuleList(
-            nn.Sequential(nn.Dropout(dropout), nn.Linear(d, hid), nn.LeakyReLU(leak),
-                          nn.Dropout(dropout), nn.Linear(hid, hid), nn.LeakyReLU(leak))
-            for d in arch.z_dims[: levels - 1]
-        )
-        self.join = nn.ModuleList(
-            nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * hid, hid), nn.LeakyReLU(leak)) for _ in self.z
-        )
-        self.out = nn.Sequential(nn.Dropout(dropout), nn.Linear(hid, hid), nn.LeakyReLU(leak),
-                                 nn.Dropout(dropout), nn.Linear(hid, 1))
+        if arch.kind == "mlp":
+            layers, cin = [nn.Flatten()], c * arch.image_shape[1] * arch.image_shape[2]
+            for i, width in enumerate(arch.d_x_widths):
+                # The first layer's input noise is the instance noise the training loss adds to x.
+                layers += _d_block(nn.Linear(cin, width), width, leak, dropout, noise=noise if i > 0 else 0.0)
+                cin = width
+            self.x = nn.Sequential(*layers)
+            x_features = cin
+            self.z1 = nn.Sequential(*block(nn.Linear(cin + arch.z1_channels, hid), hid))
+        else:
+            for i, width in enumerate(w):
+                layers += _d_block(_down2(c if i == 0 else w[i - 1], width), width, leak, dropout,
+                                   bn=i > 0 and not normalised, noise=noise if i > 0 else 0.0)
+            self.x = nn.Sequential(*layers)
+            x_features = w[-1] * (arch.image_shape[1] // 2 ** len(w)) * (arch.image_shape[2] // 2 ** len(w))
+            layers, cin = [], w[-1] + arch.z1_channels
+            for width in arch.d_z1_widths:
+                layers += block(nn.Conv2d(cin, width, 3, padding=1), width)
+                cin = width
+            for width in arch.down_widths:
+                layers += block(_down2(cin, width), width)
+                cin = width
+            k = arch.z1_size[0] // 2 ** len(arch.down_widths)
+            layers += block(nn.Conv2d(cin, hid, k), hid)
+            self.z1 = nn.Sequential(*layers, nn.Flatten())
+        self.z = nn.ModuleList(nn.Sequential(*block(nn.Linear(d, hid), hid), *block(nn.Linear(hid, hid), hid))
+                               for d in arch.z_dims[: levels - 1])
+        self.join = nn.ModuleList(nn.Sequential(*block(nn.Linear(2 * hid, hid), hid)) for _ in self.z)
+        head = block(nn.Linear(hid, hid), hid)
+        self.n_features = len(head)  # out[:n_features] gives the features, the rest the logit(s)
+        self.out = nn.Sequential(*head, nn.Dropout(dropout), *([GaussianNoise(noise)] if noise > 0 else []),
+                                 nn.Linear(hid, max(1, n_classes)))
+        self.n_classes = n_classes
         self.unary = unary
         if unary:
-            z1c, (h1, w1) = arch.z1_channels, arch.z1_size
-            x_features = w[-1] * (arch.image_shape[1] // 2 ** len(w)) * (arch.image_shape[2] // 2 ** len(w))
+            z1c = arch.z1_channels
             self.unary_x = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(x_features, 1))
-            self.unary_z1 = nn.Sequential(*_d_block(nn.Conv2d(z1c, arch.d_z1_widths[0], 3, padding=1),
-                                                    arch.d_z1_widths[0], leak, dropout),
-                                          nn.Flatten(), nn.Dropout(dropout),
-                                          nn.Linear(arch.d_z1_widths[0] * h1 * w1, 1))
+            if arch.kind == "mlp":
+                self.unary_z1 = nn.Sequential(*block(nn.Linear(z1c, hid), hid), nn.Dropout(dropout), nn.Linear(hid, 1))
+            else:
+                h1, w1 = arch.z1_size
+                self.unary_z1 = nn.Sequential(*block(nn.Conv2d(z1c, arch.d_z1_widths[0], 3, padding=1),
+                                                     arch.d_z1_widths[0]),
+                                              nn.Flatten(), nn.Dropout(dropout),
+                                              nn.Linear(arch.d_z1_widths[0] * h1 * w1, 1))
             self.unary_z = nn.ModuleList(nn.Sequential(nn.Dropout(dropout), nn.Linear(hid, 1)) for _ in self.z)
-        if spectral_norm:
-            from torch.nn.utils.parametrizations import spectral_norm as sn
+        if normalised:
+            from torch.nn.utils import parametrizations
 
+            norm = parametrizations.spectral_norm if spectral_norm else parametrizations.weight_norm
             for module in list(self.modules()):
                 for name, child in list(module.named_children()):
                     if isinstance(child, (nn.Conv2d, nn.Linear)):
-                        setattr(module, name, sn(child))
+                        setattr(module, name, norm(child))
 
     def forward(self, x: Tensor, zs: list[Tensor]) -> Tensor:
         return self.scores(x, zs)["joint"]
 
     def scores(self, x: Tensor, zs: list[Tensor]) -> dict[str, Tensor]:
         """Every logit [n]: ``joint`` and, with unary terms, ``x`` and one per level (``z1``, ``z2``, ...)."""
+        return self.evaluate(x, zs).scores
+
+    def evaluate(self, x: Tensor, zs: list[Tensor]) -> DiscriminatorOutput:
+        """One pass: every score, the class logits (semi-supervised) and the last hidden layer."""
         hx = self.x(x)
         h = self.z1(torch.cat([hx, zs[0]], dim=1))
         branches = []
@@ -145,13 +195,16 @@ class Discriminator(nn.Module):
             hz = branch(z)
             branches.append(hz)
             h = join(torch.cat([h, hz], dim=1))
-        out = {"joint": self.out(h).squeeze(1)}
+        features = self.out[: self.n_features](h)
+        logits = self.out[self.n_features:](features)
+        class_logits = logits if self.n_classes else None
+        out = {"joint": logits.float().logsumexp(dim=1).to(logits.dtype) if self.n_classes else logits.squeeze(1)}
         if self.unary:
             out["x"] = self.unary_x(hx).squeeze(1)
             out["z1"] = self.unary_z1(zs[0]).squeeze(1)
             for i, (hz, head) in enumerate(zip(branches, self.unary_z)):
                 out[f"z{i + 2}"] = head(hz).squeeze(1)
-        return out
+        return DiscriminatorOutput(out, class_logits, features)
 
 
 def r1_penalty(score_sum: Tensor, inputs: list[Tensor]) -> Tensor:
@@ -192,12 +245,50 @@ class HALI(nn.Module):
         leak, L = config.leak, config.levels
         c, h, w = arch.image_shape
         xw, z1c = arch.x_widths, arch.z1_channels
-        s1 = arch.z1_size
-        k = s1[0] // 2 ** len(arch.down_widths)  # spatial size left before the "valid" conv to a vector
         self.level_names = [f"z{i}" for i in range(1, L + 1)]
-        self.level_shapes = {"z1": (z1c, *s1), **{f"z{i + 2}": (d,) for i, d in enumerate(arch.z_dims[: L - 1])}}
+        self.level_shapes = {"z1": arch.z1_shape, **{f"z{i + 2}": (d,) for i, d in enumerate(arch.z_dims[: L - 1])}}
         self.image_shape = tuple(arch.image_shape)
+        if arch.kind == "mlp":
+            encoders, decoders = self._mlp_chain(arch, L, leak)
+        else:
+            encoders, decoders = self._conv_chain(arch, L, leak)
+        for lvl in range(3, L + 1):
+            d_in, d_out = arch.z_dims[lvl - 3], arch.z_dims[lvl - 2]
+            encoders.append(GaussianHead(_mlp(d_in, arch.hidden, 2 * d_out, leak)))
+            decoders.append(GaussianHead(_mlp(d_out, arch.hidden, 2 * d_in, leak)))
+        self.encoders = nn.ModuleList(encoders)
+        self.decoders = nn.ModuleList(decoders)
+        self.discriminator = Discriminator(arch, L, leak, config.dropout, unary=config.unary_scores,
+                                           spectral_norm=config.spectral_norm, weight_norm=config.weight_norm,
+                                           noise=config.d_noise, n_classes=config.n_classes)
+        self.reset_parameters()
 
+    @staticmethod
+    def _mlp_chain(arch: Architecture, L: int, leak: float) -> tuple[list[nn.Module], list[nn.Module]]:
+        """q(z1|x), p(x|z1) and (L >= 2) q(z2|z1), p(z1|z2) of an ``mlp`` architecture."""
+        c, h, w = arch.image_shape
+        dims = [c * h * w, *arch.x_widths]
+        layers: list[nn.Module] = [nn.Flatten()]
+        for d_in, d_out in zip(dims, dims[1:]):
+            layers += [nn.Linear(d_in, d_out), nn.BatchNorm1d(d_out), nn.LeakyReLU(leak)]
+        encoders: list[nn.Module] = [GaussianHead(nn.Sequential(*layers, nn.Linear(dims[-1], 2 * arch.z1_channels)))]
+        dims = [arch.z1_channels, *reversed(arch.x_widths)]
+        layers = []
+        for d_in, d_out in zip(dims, dims[1:]):
+            layers += [nn.Linear(d_in, d_out), nn.BatchNorm1d(d_out), nn.LeakyReLU(leak)]
+        layers += [nn.Linear(dims[-1], c * h * w, bias=False), nn.Unflatten(1, (c, h, w))]
+        decoders: list[nn.Module] = [PixelDecoder(nn.Sequential(*layers), arch.image_shape)]
+        if L >= 2:
+            encoders.append(GaussianHead(_mlp(arch.z1_channels, arch.hidden, 2 * arch.z_dims[0], leak)))
+            decoders.append(GaussianHead(_mlp(arch.z_dims[0], arch.hidden, 2 * arch.z1_channels, leak)))
+        return encoders, decoders
+
+    @staticmethod
+    def _conv_chain(arch: Architecture, L: int, leak: float) -> tuple[list[nn.Module], list[nn.Module]]:
+        """q(z1|x), p(x|z1) and (L >= 2) q(z2|z1), p(z1|z2) of a ``conv`` architecture."""
+        c = arch.image_shape[0]
+        xw, z1c = arch.x_widths, arch.z1_channels
+        k = arch.z1_size[0] // 2 ** len(arch.down_widths)  # spatial size left before the "valid" conv to a vector
         # q(z1 | x)
         layers: list[nn.Module] = []
         for i, width in enumerate(xw):
@@ -226,22 +317,18 @@ class HALI(nn.Module):
                 out = dw[i - 1] if i > 0 else xw[-1]
                 layers += _block(_up2(dw[i], out), out, leak, bn=True)
             decoders.append(GaussianHead(nn.Sequential(*layers, nn.Conv2d(xw[-1], 2 * z1c, 3, padding=1))))
-        for lvl in range(3, L + 1):
-            d_in, d_out = arch.z_dims[lvl - 3], arch.z_dims[lvl - 2]
-            encoders.append(GaussianHead(_mlp(d_in, arch.hidden, 2 * d_out, leak)))
-            decoders.append(GaussianHead(_mlp(d_out, arch.hidden, 2 * d_in, leak)))
-        self.encoders = nn.ModuleList(encoders)
-        self.decoders = nn.ModuleList(decoders)
-        self.discriminator = Discriminator(arch, L, leak, config.dropout, unary=config.unary_scores,
-                                           spectral_norm=config.spectral_norm)
-        self.reset_parameters()
+        return encoders, decoders
 
     # ----------------------------------------------------------------------------------------------- set-up
     def reset_parameters(self) -> None:
         """ALI's initialisation: weights ~ N(0, init_std), biases 0 (batch norm: scale 1, shift 0).
 
-        A model built on the meta device (to be filled from a checkpoint) has no values to set.
+        An ``mlp`` architecture keeps PyTorch's default initialisation (scaled to each layer's fan-in), as the
+        semi-supervised GANs' MLPs did. A model built on the meta device (to be filled from a checkpoint) has no
+        values to set.
         """
+        if self.arch.kind == "mlp":
+            return
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)) and not m.weight.is_meta:
                 if hasattr(m, "parametrizations"):
@@ -324,39 +411,79 @@ class HALI(nn.Module):
         """n images: z_top ~ N(0, I), then a sample of each p(z_l-1|z_l), then p(x|z1)."""
         return self.decode(self.level_names[-1], self.sample_prior(n, generator), "sample", generator)
 
+    def classify(self, x: Tensor) -> Tensor:
+        """A semi-supervised model's class logits [n, K]: the discriminator on (x, posterior means of z1..zL)."""
+        if not self.config.n_classes:
+            raise ValueError("this model has no classifier (it was trained without labels)")
+        zs = self.encode(x)
+        return self.discriminator.evaluate(x * 2 - 1, [zs[name] for name in self.level_names]).class_logits
+
     def discriminate(self, x: Tensor, zs: dict[str, Tensor]) -> Tensor:
         """The discriminator's logit [n] for tuples (x, z1, ..., zL); high means "from the inference chain"."""
         return self.discriminator(x * 2 - 1, [zs[name] for name in self.level_names])
 
     # ------------------------------------------------------------------------------------------- training
-    def losses(self, x: Tensor) -> dict[str, Tensor]:
+    def losses(self, x: Tensor, labelled: tuple[Tensor, Tensor] | None = None) -> dict[str, Tensor]:
         """One batch of the game: inference tuples from ``x``, as many generative tuples, one discriminator pass,
         plus the levers of ``config`` (see :class:`~halitool.models.config.ModelConfig`).
 
+        A semi-supervised model (``n_classes`` > 0) also takes ``labelled`` = (images, class indices): their
+        inference tuples go through the same pass and the discriminator learns their class (cross-entropy over
+        the K logits, ``ce``); the adversarial part is then weighted 1/2 as in Salimans et al. (2016).
+
         Returns ``d_loss`` and ``g_loss`` (the totals each player minimises), their parts (``adv``: the
-        adversarial part of ``g_loss``; ``recon``, ``recon2``, ``cycle``, ``r1`` where their lever is on),
-        the logits of every score as ``s_q.<name>`` / ``s_p.<name>`` (``joint``, and ``x``, ``z1``, ... with
-        unary scores) and, per level, the posterior ``(mean, logvar)`` of the inference tuples as
-        ``posterior.<level>``.
+        adversarial part of ``g_loss``, or ``fm``, the feature-matching loss that replaces it; ``recon``,
+        ``recon2``, ``cycle``, ``r1``, ``ce`` where their lever is on), the logits of every score as
+        ``s_q.<name>`` / ``s_p.<name>`` (``joint``, and ``x``, ``z1``, ... with unary scores), with labels the
+        labelled tuples' ``class_logits`` and, per level, the posterior ``(mean, logvar)`` of the inference
+        tuples as ``posterior.<level>``.
         """
         cfg, n = self.config, x.shape[0]
-        zq, stats = self._encode_chain(x, "sample")
+        if labelled is not None and not cfg.n_classes:
+            raise ValueError("labelled images need a semi-supervised model (n_classes > 0)")
+        m = 0 if labelled is None else labelled[0].shape[0]
+        x_in = x if labelled is None else torch.cat([x, labelled[0]])
+        zq, stats = self._encode_chain(x_in, "sample")
         xp, zp = self.decode_levels(self.level_names[-1], self.sample_prior(n), "sample")
-        # Both kinds of tuple in one batch: one pass, and batch norm sees the same statistics for both.
-        x_all = torch.cat([x, xp]) * 2 - 1
+        # Every tuple in one batch: one pass, and batch norm sees the same statistics for all.
+        x_all = torch.cat([x_in, xp]) * 2 - 1
         if cfg.instance_noise > 0:
             x_all = x_all + cfg.instance_noise * torch.randn_like(x_all)
         z_all = [torch.cat([zq[name], zp[name]]) for name in self.level_names]
-        scores = self.discriminator.scores(x_all, z_all)
+        seen = self.discriminator.evaluate(x_all, z_all)
         out: dict[str, Tensor] = {}
-        d_loss = g_loss = 0.0
-        for name, s in scores.items():
+        d_loss = g_loss = encoder_adv = 0.0
+        for name, s in seen.scores.items():
             s = s.float()
-            s_q, s_p = s[:n], s[n:]
+            s_q, s_p = s[:n], s[n + m:]
             out[f"s_q.{name}"], out[f"s_p.{name}"] = s_q, s_p
             d_loss = d_loss + discriminator_loss(s_q, s_p)
             g_loss = g_loss + generator_loss(s_q, s_p)
-        out["adv"] = g_loss
+            encoder_adv = encoder_adv + F.softplus(s_q).mean()  # the encoders' part of generator_loss
+        if cfg.n_classes:
+            d_loss = 0.5 * d_loss
+            if m:
+                out["class_logits"] = logits = seen.class_logits[n: n + m].float()
+                out["ce"] = F.cross_entropy(logits, labelled[1])
+                d_loss = d_loss + out["ce"]
+            if cfg.entropy_weight > 0:
+                # Confident class predictions on the unlabelled inference tuples (Grandvalet & Bengio 2005).
+                log_p = F.log_softmax(seen.class_logits[:n].float(), dim=1)
+                out["entropy"] = -(log_p.exp() * log_p).sum(dim=1).mean()
+                d_loss = d_loss + cfg.entropy_weight * out["entropy"]
+        if cfg.feature_matching:
+            # The decoders match the inference tuples' mean features, the target as data are for a GAN's generator
+            # (Salimans et al. 2016); the encoders get no gradient from it (matching both ways lets them chase the
+            # generator, and their posterior variance then grows without bound) and keep their adversarial part.
+            features = seen.features.float()
+            out["fm"] = (features[:n].detach().mean(dim=0) - features[n + m:].mean(dim=0)).pow(2).mean()
+            out["adv"] = encoder_adv
+            g_loss = out["fm"] + encoder_adv
+        else:
+            out["adv"] = g_loss
+        zq = {name: z[:n] for name, z in zq.items()}
+        stats = {name: (mean[:n], logvar[:n]) for name, (mean, logvar) in stats.items()}
+        x_all, z_all = torch.cat([x_all[:n], x_all[n + m:]]), [torch.cat([z[:n], z[n + m:]]) for z in z_all]
         if cfg.r1_weight > 0:
             # On the inference tuples as the discriminator sees them, detached: the penalty trains D only.
             inputs = [x_all[:n].detach().requires_grad_(True)] + [z[:n].detach().requires_grad_(True) for z in z_all]

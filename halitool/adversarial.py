@@ -1,0 +1,131 @@
+"""``halitool semisup --protocol adversarial``: semi-supervised HALI, trained (or evaluated) per labelled draw.
+
+Unlike the other protocols this one does not read frozen features: per seed it trains a model with
+``halitool train --labels N --label-seed SEED`` (the joint discriminator learns K class logits, see
+:mod:`halitool.models.hali`) and scores that model's own classifier on the test split. A SOURCE checkpoint that
+was itself trained with labels is evaluated as it is, for the draw recorded in it.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from halitool.errors import BadInputError, UsageError
+
+# The recipe `semisup --protocol adversarial` trains when SOURCE is no checkpoint (docs/semisup.md).
+ARCH = "mnist-mlp"
+EPOCHS = 20
+CLASSIFIER = ("the joint discriminator's K class logits on (x, posterior means of every level), trained "
+              "adversarially with the N labels (K+1-way, 'fake' fixed at 0; feature matching for the decoders)")
+NOTES = ("inductive: trained on the train split (N labelled, the rest unlabelled); test images are only classified",)
+
+
+def _result(runs: list[dict], n_labels: int, seconds: float) -> dict:
+    errors = np.array([r["error"] for r in runs])
+    return {
+        "labels": n_labels, "labels_used": n_labels, "protocol": "adversarial", "classifier": CLASSIFIER,
+        "transductive": False, "notes": list(NOTES), "error_mean": float(errors.mean()),
+        "error_std": float(errors.std(ddof=1)) if len(errors) > 1 else 0.0, "runs": runs,
+        "seconds": round(seconds, 3),
+    }
+
+
+def check_recorded_draw(loaded, ds, n_labels: int, seeds: int, seed_base: int) -> None:
+    """A labelled checkpoint answers for the one draw it was trained with: refuse (exit 2) any other, and a
+    data set whose labels would give other images for that draw."""
+    from halitool.draws import draw_hash, labelled_draw
+
+    recorded = loaded.classifier["labelled"]
+    asked = {"labels": n_labels, "seeds": seeds, "seed-base": seed_base}
+    wanted = {"labels": recorded["n"], "seeds": 1, "seed-base": recorded["seed"]}
+    if asked != wanted:
+        raise UsageError(f"{loaded.path}: was trained with the labelled draw of --labels {recorded['n']} --seed-base "
+                         f"{recorded['seed']} (one seed); asked for " + ", ".join(f"--{k} {v}" for k, v in asked.items()))
+    positions = labelled_draw(ds.labels[ds.indices("train")], recorded["n"], recorded["seed"])
+    if draw_hash(positions) != recorded["indices_sha256"]:
+        raise BadInputError(f"{ds.root}: its train labels give another labelled draw than the one {loaded.path} "
+                            "was trained with (another data set?)")
+
+
+def evaluate_labelled(loaded, data_spec: str, device: str) -> dict:
+    """One run: the checkpoint's classifier on the test split."""
+    from halitool.predict import predict
+
+    result = predict(str(loaded.path), data_spec, split="test", device=device)
+    return {"seed": int(loaded.classifier["labelled"]["seed"]), "error": result["error"],
+            "train_seconds": loaded.training.get("seconds"), "steps": loaded.training.get("steps"),
+            "checkpoint_sha256": loaded.sha256}
+
+
+def train_and_evaluate(data_spec: str, n_labels: int, seed: int, *, epochs: float, device: str, init_from: str | None,
+                       arch: str, levels: int, console) -> dict:
+    """One run: train the semi-supervised model for draw ``seed`` in a temporary folder, then its test error."""
+    from halitool.checkpoint import load_checkpoint
+    from halitool.train import MODEL_FILE, SEMI_SUPERVISED_EMA, SEMI_SUPERVISED_LR, TrainOptions, train
+
+    with tempfile.TemporaryDirectory(prefix="halitool-adversarial-") as tmp:
+        # The recipe of `halitool train --labels` (its default levers, learning rate and weight average); one
+        # checkpoint, at the end, and no pictures.
+        opts = TrainOptions(data=data_spec, out=Path(tmp) / "run", arch=arch, levels=levels, epochs=epochs,
+                            lr=SEMI_SUPERVISED_LR, ema=SEMI_SUPERVISED_EMA, seed=seed, labels=n_labels,
+                            label_seed=seed, device=device, init_from=init_from, sample_every=10**9,
+                            checkpoint_every=10**9, command="halitool semisup --protocol adversarial")
+        summary = train(opts, console)
+        loaded = load_checkpoint(Path(tmp) / "run" / MODEL_FILE, device)
+        run = evaluate_labelled(loaded, data_spec, device)
+    run.update(seed=seed, train_seconds=summary["seconds"], steps=summary["steps"])
+    del run["checkpoint_sha256"]  # the model is gone with its folder
+    return run
+
+
+def adversarial(source: str | None, *, n_labels: int, seeds: int, seed_base: int, data: str | None, device: str,
+                epochs: float | None, console=None, on_step: Callable[[str, int], None] | None = None) -> dict:
+    """The protocol over seeds ``seed_base ..``: the result dict of every other protocol (same keys).
+
+    SOURCE: None (train the recipe's ``mnist-mlp`` model from scratch per seed), an unlabelled checkpoint
+    (each run starts from its tensors, same architecture), or a labelled checkpoint (evaluated as it is).
+    """
+    from halitool.checkpoint import load_checkpoint
+    from halitool.data import open_dataset
+
+    start = time.perf_counter()
+    if seeds < 1:
+        raise UsageError(f"--seeds must be at least 1, got {seeds}")
+    if epochs is not None and not epochs > 0:
+        raise UsageError(f"--epochs must be positive, not {epochs}")
+    from halitool.runtime import resolve_device
+
+    data = data or "mnist"
+    device = str(resolve_device(device))
+    loaded = load_checkpoint(source) if source is not None else None
+    ds = open_dataset(data)
+    if ds.labels is None:
+        raise BadInputError(f"{data}: the adversarial protocol needs class labels, and this data set has none")
+    if len(ds.indices("test")) == 0:
+        raise BadInputError(f"{data}: no test images to measure the error on")
+    if loaded is not None and loaded.classifier is not None:
+        if epochs is not None:
+            raise UsageError(f"{loaded.path}: is already trained with labels; --epochs applies to training a model")
+        check_recorded_draw(loaded, ds, n_labels, seeds, seed_base)
+        runs = [evaluate_labelled(loaded, data, device)]
+        if on_step:
+            on_step("adversarial", seed_base)
+    else:
+        arch, levels = (loaded.config.arch, loaded.config.levels) if loaded is not None else (ARCH, 2)
+        runs = []
+        for seed in range(seed_base, seed_base + seeds):
+            runs.append(train_and_evaluate(data, n_labels, seed, epochs=epochs or EPOCHS, device=device,
+                                           init_from=None if loaded is None else str(loaded.path), arch=arch,
+                                           levels=levels, console=console))
+            if on_step:
+                on_step("adversarial", seed)
+    result = _result(runs, n_labels, time.perf_counter() - start)
+    result.update(source=str(source) if source else None, features="x+" + "+".join(
+        loaded.model.level_names if loaded is not None else ("z1", "z2")),
+        splits={"train": int(len(ds.indices("train"))), "test": int(len(ds.indices("test")))})
+    return result
