@@ -35,17 +35,21 @@ def _result(runs: list[dict], n_labels: int, seconds: float) -> dict:
     }
 
 
-def check_recorded_draw(loaded, ds, n_labels: int, seeds: int, seed_base: int) -> None:
-    """A labelled checkpoint answers for the one draw it was trained with: refuse (exit 2) any other, and a
-    data set whose labels would give other images for that draw."""
-    from halitool.draws import draw_hash, labelled_draw
-
+def check_asked_draw(loaded, n_labels: int, seeds: int, seed_base: int) -> None:
+    """A labelled checkpoint answers for the one draw it was trained with: refuse (exit 2) any other."""
     recorded = loaded.classifier["labelled"]
     asked = {"labels": n_labels, "seeds": seeds, "seed-base": seed_base}
     wanted = {"labels": recorded["n"], "seeds": 1, "seed-base": recorded["seed"]}
     if asked != wanted:
         raise UsageError(f"{loaded.path}: was trained with the labelled draw of --labels {recorded['n']} --seed-base "
                          f"{recorded['seed']} (one seed); asked for " + ", ".join(f"--{k} {v}" for k, v in asked.items()))
+
+
+def check_data_draw(loaded, ds) -> None:
+    """Refuse (exit 3) a data set whose train labels give other images for the checkpoint's draw."""
+    from halitool.draws import draw_hash, labelled_draw
+
+    recorded = loaded.classifier["labelled"]
     positions = labelled_draw(ds.labels[ds.indices("train")], recorded["n"], recorded["seed"])
     if draw_hash(positions) != recorded["indices_sha256"]:
         raise BadInputError(f"{ds.root}: its train labels give another labelled draw than the one {loaded.path} "
@@ -92,26 +96,28 @@ def adversarial(source: str | None, *, n_labels: int, seeds: int, seed_base: int
     """
     from halitool.checkpoint import load_checkpoint
     from halitool.data import open_dataset
+    from halitool.runtime import resolve_device
 
     start = time.perf_counter()
     if seeds < 1:
         raise UsageError(f"--seeds must be at least 1, got {seeds}")
     if epochs is not None and not epochs > 0:
         raise UsageError(f"--epochs must be positive, not {epochs}")
-    from halitool.runtime import resolve_device
-
     data = data or "mnist"
     device = str(resolve_device(device))
     loaded = load_checkpoint(source) if source is not None else None
+    labelled = loaded is not None and loaded.classifier is not None
+    if labelled:
+        if epochs is not None:
+            raise UsageError(f"{loaded.path}: is already trained with labels; --epochs applies to training a model")
+        check_asked_draw(loaded, n_labels, seeds, seed_base)
     ds = open_dataset(data)
     if ds.labels is None:
         raise BadInputError(f"{data}: the adversarial protocol needs class labels, and this data set has none")
     if len(ds.indices("test")) == 0:
         raise BadInputError(f"{data}: no test images to measure the error on")
-    if loaded is not None and loaded.classifier is not None:
-        if epochs is not None:
-            raise UsageError(f"{loaded.path}: is already trained with labels; --epochs applies to training a model")
-        check_recorded_draw(loaded, ds, n_labels, seeds, seed_base)
+    if labelled:
+        check_data_draw(loaded, ds)
         runs = [evaluate_labelled(loaded, data, device)]
         if on_step:
             on_step("adversarial", seed_base)

@@ -643,8 +643,8 @@ def semisup(
             raise UsageError(f"{source}: the adversarial protocol trains on images; give a checkpoint or no SOURCE")
         if levels is not None:
             raise UsageError("--features does not apply to the adversarial protocol (its classifier sees x and every level)")
-        if source is None:
-            _ensure_mnist(data or "mnist", console)
+        if data is None:
+            _ensure_mnist("mnist", console)  # the default data set is fetched when missing, as for hali-mnist
         return adversarial(source, n_labels=n_labels, seeds=seeds, seed_base=seed_base, data=data, device=device,
                            epochs=epochs, console=console, on_step=on_step)
     if source is not None and is_features_file(source):

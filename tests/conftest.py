@@ -129,3 +129,28 @@ def write_tiny_checkpoint(path: Path, seed: int = 0, arch: str = "tiny") -> Path
 @pytest.fixture
 def tiny_checkpoint(tmp_path) -> Path:
     return write_tiny_checkpoint(tmp_path / "tiny.safetensors")
+
+
+def record_reads(monkeypatch, module) -> tuple[list[int], dict]:
+    """Make ``module.open_dataset`` hand out data sets that record every row index whose images are read.
+
+    Returns (the row indices read, in order; a dict whose "ds" is the last data set opened)."""
+    from halitool.data import open_dataset
+
+    read: list[int] = []
+    opened: dict = {}
+
+    def recording_open(spec):
+        ds = open_dataset(spec)
+        loader = ds.loader
+
+        def load(idx):
+            read.extend(int(i) for i in idx)
+            return loader(idx)
+
+        ds.loader = load
+        opened["ds"] = ds
+        return ds
+
+    monkeypatch.setattr(module, "open_dataset", recording_open)
+    return read, opened

@@ -16,7 +16,7 @@ from halitool.data.idx import encode_idx
 from halitool.draws import draw_hash, labelled_draw
 from halitool.errors import BadInputError
 from halitool.models import ModelConfig, build_model
-from conftest import run_cli
+from conftest import record_reads, run_cli
 
 
 def write_clusters(root, n_train: int = 300, n_test: int = 100, seed: int = 0):
@@ -69,22 +69,7 @@ def test_train_labels_records_the_draw_semisup_makes_for_that_seed(mnist_dir, la
 def test_semi_supervised_training_never_reads_test_rows_and_reads_the_draw(mnist_dir, tmp_path, monkeypatch):
     from halitool import train as train_module
 
-    read: list[int] = []
-    opened = {}
-
-    def recording_open(spec):
-        ds = open_dataset(spec)
-        loader = ds.loader
-
-        def load(idx):
-            read.extend(int(i) for i in idx)
-            return loader(idx)
-
-        ds.loader = load
-        opened["ds"] = ds
-        return ds
-
-    monkeypatch.setattr(train_module, "open_dataset", recording_open)
+    read, opened = record_reads(monkeypatch, train_module)
     code, _, stderr = _train_labelled(mnist_dir, tmp_path / "run", "--steps", "6")
     assert code == 0, stderr
     ds = opened["ds"]
@@ -203,3 +188,62 @@ def test_labels_on_a_data_set_without_labels_or_with_an_overlapping_validation_s
     assert code == 2 and "--val-size" in stderr and len(stderr.strip().splitlines()) == 1
     code, _, stderr = _train_labelled(mnist_dir, tmp_path / "run", "--steps", "1", "--labels", "15")
     assert code == 2 and "multiple" in stderr
+
+
+def _flat_discriminator_model(**levers):
+    """A semi-supervised tiny-mlp model whose discriminator outputs zero logits for every class (last layer 0)."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(arch="tiny-mlp", n_classes=4, **levers))
+    last = model.discriminator.out[-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.zero_()
+    return model
+
+
+def test_semi_supervised_losses_by_hand_on_a_flat_discriminator():
+    import math
+
+    model = _flat_discriminator_model(entropy_weight=2.0)
+    x, xl = torch.rand(6, 1, 28, 28), torch.rand(3, 1, 28, 28)
+    out = model.losses(x, (xl, torch.tensor([0, 1, 3])))
+    k = 4
+    # every logit 0: the joint score is log K, the class prediction uniform
+    assert torch.allclose(out["s_q.joint"], torch.full((6,), math.log(k)))
+    assert out["ce"].item() == pytest.approx(math.log(k))
+    assert out["entropy"].item() == pytest.approx(math.log(k))
+    softplus = lambda v: math.log1p(math.exp(v))  # noqa: E731
+    ali = softplus(-math.log(k)) + softplus(math.log(k))  # ALI's discriminator loss at score log K
+    assert out["d_loss"].item() == pytest.approx(math.log(k) + 0.5 * ali + 2.0 * math.log(k), rel=1e-5)
+    assert out["class_logits"].shape == (3, k)
+    with pytest.raises(ValueError, match="semi-supervised"):
+        build_model(ModelConfig(arch="tiny-mlp")).losses(x, (xl, torch.tensor([0, 1, 3])))
+
+
+def test_feature_matching_trains_the_decoders_on_features_and_the_encoders_adversarially():
+    model = _flat_discriminator_model(feature_matching=True)
+    out = model.losses(torch.rand(6, 1, 28, 28))
+    assert set(out) >= {"fm", "adv"} and out["g_loss"].item() == pytest.approx((out["fm"] + out["adv"]).item())
+    # the decoders' gradient comes from feature matching alone, the encoders' from their adversarial part
+    enc = torch.autograd.grad(out["fm"], list(model.encoders.parameters()), allow_unused=True, retain_graph=True)
+    dec = torch.autograd.grad(out["fm"], list(model.decoders.parameters()), allow_unused=True)
+    assert any(g is not None and g.abs().sum() > 0 for g in dec)
+    assert all(g is None or g.abs().sum() == 0 for g in enc)
+
+
+def test_level_dropout_zeroes_every_level_of_a_fraction_of_the_tuples(monkeypatch):
+    model = _flat_discriminator_model(level_dropout=0.5)
+    seen = {}
+    original = model.discriminator.evaluate
+
+    def recording(x, zs):
+        seen["zs"] = zs
+        return original(x, zs)
+
+    monkeypatch.setattr(model.discriminator, "evaluate", recording)
+    model.losses(torch.rand(400, 1, 28, 28))
+    zeroed = torch.stack([z.flatten(1).abs().sum(dim=1) == 0 for z in seen["zs"]])
+    assert torch.equal(zeroed[0], zeroed[1])  # a tuple loses all its levels or none
+    assert 0.4 < zeroed[0].float().mean().item() < 0.6  # of 800 tuples (400 inference, 400 generative)
+    with pytest.raises(BadInputError, match="level_dropout"):
+        ModelConfig(arch="tiny-mlp", level_dropout=1.0)

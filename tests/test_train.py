@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 from halitool.checkpoint import load_checkpoint
 from halitool.models import hali
-from conftest import run_cli
+from conftest import record_reads, run_cli
 
 
 def _train(mnist_dir, out, *extra):
@@ -171,24 +171,8 @@ def test_training_logs_what_a_researcher_watches(mnist_dir, tmp_path):
 
 def test_training_never_reads_test_rows(mnist_dir, tmp_path, monkeypatch):
     from halitool import train as train_module
-    from halitool.data import open_dataset
 
-    read: list[int] = []
-    opened = {}
-
-    def recording_open(spec):
-        ds = open_dataset(spec)
-        loader = ds.loader
-
-        def load(idx):
-            read.extend(int(i) for i in idx)
-            return loader(idx)
-
-        ds.loader = load
-        opened["ds"] = ds
-        return ds
-
-    monkeypatch.setattr(train_module, "open_dataset", recording_open)
+    read, opened = record_reads(monkeypatch, train_module)
     code, _, stderr = _train(mnist_dir, tmp_path / "run", "--steps", "4", "--eval-every", "2", "--keep", "best")
     assert code == 0, stderr
     ds = opened["ds"]

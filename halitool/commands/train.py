@@ -66,6 +66,8 @@ from halitool.runtime import command_line
                    "instead of playing the adversarial loss.")
 @click.option("--entropy-weight", type=float, default=None,
               help="Semi-supervised: weight of the class prediction's entropy on unlabelled images (minimised).")
+@click.option("--level-dropout", type=click.FloatRange(0.0, 1.0, max_open=True), default=None,
+              help="Fraction of tuples whose levels are zeroed in the discriminator's input (it sees x alone).")
 @click.option("--ema", type=click.FloatRange(0.0, 1.0, max_open=True), default=None,
               help="Decay of an exponential moving average of the weights (e.g. 0.999): evaluation, pictures and "
                    "the checkpoint use the average; 0 keeps the raw weights [default: 0; with --labels 0.999].")

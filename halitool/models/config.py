@@ -169,7 +169,8 @@ def get_architecture(name: str) -> Architecture:
 # value that rebuilds such a model exactly as it was.
 LEGACY = {"spectral_norm": False, "instance_noise": 0.0, "r1_weight": 0.0, "unary_scores": False,
           "recon2_weight": 0.0, "cycle_weight": 0.0, "weight_norm": False, "d_noise": 0.0,
-          "feature_matching": False, "n_classes": 0, "entropy_weight": 0.0}
+          "feature_matching": False, "n_classes": 0, "entropy_weight": 0.0,
+          "level_dropout": 0.0}
 
 
 @dataclass(frozen=True)
@@ -201,6 +202,8 @@ class ModelConfig:
       adversarial loss.
     - ``entropy_weight``: (semi-supervised) weight of the mean entropy of the class prediction on unlabelled
       inference tuples, minimised by the discriminator (entropy minimisation, Grandvalet & Bengio 2005).
+    - ``level_dropout``: the fraction of tuples (of every kind) whose levels are all zeroed in the
+      discriminator's input during training, so that it sees x alone.
 
     ``n_classes`` K > 0 makes the model semi-supervised: the joint discriminator gives K class logits, and its
     joint score (inference tuple against generative tuple) is their log-sum-exp, the "fake" logit being fixed at 0.
@@ -223,11 +226,14 @@ class ModelConfig:
     feature_matching: bool = False
     n_classes: int = 0
     entropy_weight: float = 0.0
+    level_dropout: float = 0.0
 
     def __post_init__(self) -> None:
         arch = get_architecture(self.arch)
         if not isinstance(self.levels, int) or not 1 <= self.levels <= arch.max_levels:
             raise BadInputError(f"architecture {self.arch!r} supports 1 to {arch.max_levels} levels, not {self.levels!r}")
+        if not 0.0 <= self.level_dropout < 1.0:
+            raise BadInputError(f"level_dropout must be in [0, 1), not {self.level_dropout!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise BadInputError(f"dropout must be in [0, 1), not {self.dropout!r}")
         if isinstance(self.n_classes, bool) or not isinstance(self.n_classes, int) or self.n_classes < 0 \
@@ -276,7 +282,7 @@ class ModelConfig:
 # The paper's objective: ALI's game over the whole tuple, nothing else.
 PAPER_OBJECTIVE = {"spectral_norm": False, "instance_noise": 0.0, "r1_weight": 0.0, "unary_scores": False,
                    "recon_weight": 0.0, "recon2_weight": 0.0, "cycle_weight": 0.0, "weight_norm": False,
-                   "d_noise": 0.0, "feature_matching": False, "entropy_weight": 0.0}
+                   "d_noise": 0.0, "feature_matching": False, "entropy_weight": 0.0, "level_dropout": 0.0}
 
 # What `halitool train` uses unless told otherwise: the levers that made the mnist model learn on a CPU budget
 # (docs/training.md has the ablation behind each value).
@@ -286,7 +292,8 @@ RECOMMENDED_OBJECTIVE = {**PAPER_OBJECTIVE, "spectral_norm": True, "unary_scores
 # What `halitool train --labels N` uses unless told otherwise: the semi-supervised GAN's regularisers on the joint
 # discriminator (docs/semisup.md measures each one).
 SEMI_SUPERVISED_OBJECTIVE = {**PAPER_OBJECTIVE, "weight_norm": True, "instance_noise": 0.3, "d_noise": 0.5,
-                             "feature_matching": True, "recon_weight": 100.0, "recon2_weight": 100.0}
+                             "feature_matching": True, "recon_weight": 100.0, "recon2_weight": 100.0,
+                             "level_dropout": 0.5}
 
 # The presets of `halitool train --objective`.
 OBJECTIVES = {"recommended": RECOMMENDED_OBJECTIVE, "paper": PAPER_OBJECTIVE, "semi-supervised": SEMI_SUPERVISED_OBJECTIVE}

@@ -450,6 +450,11 @@ class HALI(nn.Module):
         if cfg.instance_noise > 0:
             x_all = x_all + cfg.instance_noise * torch.randn_like(x_all)
         z_all = [torch.cat([zq[name], zp[name]]) for name in self.level_names]
+        if cfg.level_dropout > 0:
+            # Some tuples show the discriminator x alone (every level zeroed), so its image path must learn both
+            # tasks by itself rather than lean on the latents.
+            keep = (torch.rand(x_all.shape[0], device=x_all.device) >= cfg.level_dropout).to(x_all.dtype)
+            z_all = [z * keep.view(-1, *([1] * (z.dim() - 1))) for z in z_all]
         seen = self.discriminator.evaluate(x_all, z_all)
         out: dict[str, Tensor] = {}
         d_loss = g_loss = encoder_adv = 0.0

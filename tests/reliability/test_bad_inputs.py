@@ -456,6 +456,43 @@ def _(c):
     return ["semisup", str(c.inp / "nope.safetensors"), "--seeds", "1"], ["nope.safetensors", "not found"]
 
 
+@case("checkpoint-without-classifier/predict", 3)
+def _(c):
+    return ["predict", str(c.copy(c.a.tiny)), "--data", f"mnist:{c.copy(c.a.mnist, 'mnist')}"], \
+        ["tiny", "has no classifier"]
+
+
+@case("checkpoint-missing/predict", 3)
+def _(c):
+    return ["predict", str(c.inp / "nope.safetensors"), "--data", f"mnist:{c.a.mnist}"], ["nope.safetensors", "not found"]
+
+
+@case("output-exists-no-force/predict", 2)
+def _(c):
+    existing = c.write("preds.csv", "keep me\n")
+    return ["predict", str(c.a.tiny), "--data", f"mnist:{c.a.mnist}", "-o", str(existing)], \
+        ["preds.csv", "already exists"]
+
+
+@case("checkpoint-classifier-section-without-class-logits/info", 3)
+def _(c):
+    section = {"classes": ["a", "b"], "class_values": [0, 1], "labelled": {"n": 2, "seed": 0, "indices_sha256": ""}}
+    return ["info", str(c.checkpoint_with("bad.safetensors", metadata={"classifier": json.dumps(section)}))], \
+        ["bad.safetensors", "no class logits"]
+
+
+@case("features-file/semisup-adversarial", 2)
+def _(c):
+    return ["semisup", str(c.copy(c.a.features, "f.h5")), "--protocol", "adversarial", "--seeds", "1"], \
+        ["f.h5", "trains on images"]
+
+
+@case("option-level-dropout-one/train", 2)
+def _(c):
+    return ["train", "--data", f"mnist:{c.a.mnist}", "--out", str(c.out / "run"), "--labels", "10",
+            "--level-dropout", "1"], ["--level-dropout"]
+
+
 @case("checkpoint-unknown-shipped-name/info", 3)
 def _(c):
     return ["info", "hali-nonexistent"], ["hali-nonexistent", "no shipped model"]
