@@ -62,6 +62,7 @@ def evaluate_labelled(loaded, data_spec: str, device: str) -> dict:
 
     result = predict(str(loaded.path), data_spec, split="test", device=device)
     return {"seed": int(loaded.classifier["labelled"]["seed"]), "error": result["error"],
+            "draw_sha256": loaded.classifier["labelled"]["indices_sha256"],
             "train_seconds": loaded.training.get("seconds"), "steps": loaded.training.get("steps"),
             "checkpoint_sha256": loaded.sha256}
 
@@ -88,11 +89,13 @@ def train_and_evaluate(data_spec: str, n_labels: int, seed: int, *, epochs: floa
 
 
 def adversarial(source: str | None, *, n_labels: int, seeds: int, seed_base: int, data: str | None, device: str,
-                epochs: float | None, console=None, on_step: Callable[[str, int], None] | None = None) -> dict:
+                epochs: float | None, console=None, on_step: Callable[[str, int], None] | None = None,
+                fetch_data: Callable[[], None] | None = None) -> dict:
     """The protocol over seeds ``seed_base ..``: the result dict of every other protocol (same keys).
 
     SOURCE: None (train the recipe's ``mnist-mlp`` model from scratch per seed), an unlabelled checkpoint
     (each run starts from its tensors, same architecture), or a labelled checkpoint (evaluated as it is).
+    ``fetch_data`` (if given) makes sure the data set is there, once the options have been checked.
     """
     from halitool.checkpoint import load_checkpoint
     from halitool.data import open_dataset
@@ -111,6 +114,8 @@ def adversarial(source: str | None, *, n_labels: int, seeds: int, seed_base: int
         if epochs is not None:
             raise UsageError(f"{loaded.path}: is already trained with labels; --epochs applies to training a model")
         check_asked_draw(loaded, n_labels, seeds, seed_base)
+    if fetch_data is not None:
+        fetch_data()
     ds = open_dataset(data)
     if ds.labels is None:
         raise BadInputError(f"{data}: the adversarial protocol needs class labels, and this data set has none")

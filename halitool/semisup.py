@@ -643,10 +643,10 @@ def semisup(
             raise UsageError(f"{source}: the adversarial protocol trains on images; give a checkpoint or no SOURCE")
         if levels is not None:
             raise UsageError("--features does not apply to the adversarial protocol (its classifier sees x and every level)")
-        if data is None:
-            _ensure_mnist("mnist", console)  # the default data set is fetched when missing, as for hali-mnist
+        # The default data set is fetched when missing, as for hali-mnist (after the options are checked).
+        fetch = (lambda: _ensure_mnist("mnist", console)) if data is None else None
         return adversarial(source, n_labels=n_labels, seeds=seeds, seed_base=seed_base, data=data, device=device,
-                           epochs=epochs, console=console, on_step=on_step)
+                           epochs=epochs, console=console, on_step=on_step, fetch_data=fetch)
     if source is not None and is_features_file(source):
         if data is not None:
             raise UsageError("--data applies to a checkpoint SOURCE; a features file already holds its data set")

@@ -39,3 +39,25 @@ def test_info_shows_the_training_command():
     doc = json.loads(out)
     assert doc["training"]["command"].startswith("halitool train --data mnist:")
     assert doc["levels"] == {"z1": [16, 7, 7], "z2": [64]}
+
+
+def test_hali_mnist_ssl100_has_its_classifier_and_matches_its_card():
+    loaded = load_checkpoint("hali-mnist-ssl100")
+    assert loaded.config.n_classes == 10 and loaded.config.arch == "mnist-mlp"
+    assert loaded.classifier["classes"] == [str(d) for d in range(10)]
+    assert {k: loaded.classifier["labelled"][k] for k in ("n", "seed")} == {"n": 100, "seed": 0}
+    logits = loaded.model.classify(torch.rand(3, 1, 28, 28))
+    assert logits.shape == (3, 10) and torch.isfinite(logits).all()
+    card = CARD.read_text()
+    assert loaded.sha256 in card
+    assert loaded.training["command"].startswith("halitool train ") and "--labels 100" in loaded.training["command"]
+    assert loaded.training["command"] in re.sub(r"\s*\\\n\s*", " ", card)
+    assert resolve_checkpoint("hali-mnist-ssl100").stat().st_size < 100_000_000
+
+
+def test_hali_mnist_ssl100_answers_only_for_its_own_draw():
+    for extra in (["--seeds", "1", "--seed-base", "1"], ["--seeds", "3"], ["--labels", "50", "--seeds", "1"]):
+        code, out, err = run_cli(["semisup", "hali-mnist-ssl100", "--protocol", "adversarial", "--labels", "100",
+                                  *extra, "--format", "json"])
+        assert code == 2 and out == "", err
+        assert "labelled draw of --labels 100 --seed-base 0" in err

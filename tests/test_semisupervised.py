@@ -146,6 +146,8 @@ def test_adversarial_protocol_evaluates_a_labelled_checkpoint_for_its_own_draw(m
     ds = open_dataset(f"mnist:{mnist_dir}")
     error = 100 * np.mean([r["class"] != str(label) for r, label in zip(rows, ds.labels[ds.indices("test")])])
     assert result["protocol"] == "adversarial" and result["runs"][0]["seed"] == 2
+    positions = labelled_draw(ds.labels[ds.indices("train")], 10, 2)
+    assert result["runs"][0]["draw_sha256"] == draw_hash(positions)
     assert result["error_mean"] == pytest.approx(error)
     assert set(result) >= {"labels", "protocol", "classifier", "features", "error_mean", "error_std", "runs"}
     for wrong in (["--seeds", "1", "--seed-base", "0"], ["--seeds", "3", "--seed-base", "2"]):

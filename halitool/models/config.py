@@ -14,8 +14,8 @@ from halitool.errors import BadInputError
 class Architecture:
     """The widths and shapes of one named HALI architecture, of one of two kinds.
 
-    ``kind="conv"``: the image (C, H, W) goes through stride-2 4x4 convolutions of ``x_widths`` (each halves H and W) to a
-    spatial ``z1`` of ``z1_channels`` x H/2^k x W/2^k. Every later level is a vector: ``q(z2|z1)`` convolves
+    ``kind="conv"``: the image (C, H, W) goes through stride-2 4x4 convolutions of ``x_widths`` (each halves H
+    and W) to a spatial ``z1`` of ``z1_channels`` x H/2^k x W/2^k. Every later level is a vector: ``q(z2|z1)`` convolves
     ``z1`` down with stride-2 4x4 convolutions of ``down_widths`` and one "valid" convolution over what is
     left to a ``hidden`` wide vector; ``q(z_l|z_l-1)`` for l > 2 is a pair of 1x1 layers of ``hidden``.
     Decoders mirror their encoders with transposed convolutions. The discriminator mirrors the x encoder
@@ -232,8 +232,6 @@ class ModelConfig:
         arch = get_architecture(self.arch)
         if not isinstance(self.levels, int) or not 1 <= self.levels <= arch.max_levels:
             raise BadInputError(f"architecture {self.arch!r} supports 1 to {arch.max_levels} levels, not {self.levels!r}")
-        if not 0.0 <= self.level_dropout < 1.0:
-            raise BadInputError(f"level_dropout must be in [0, 1), not {self.level_dropout!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise BadInputError(f"dropout must be in [0, 1), not {self.dropout!r}")
         if isinstance(self.n_classes, bool) or not isinstance(self.n_classes, int) or self.n_classes < 0 \
@@ -244,10 +242,12 @@ class ModelConfig:
         if self.spectral_norm and self.weight_norm:
             raise BadInputError("spectral_norm and weight_norm cannot both be on (each reparametrises the weights)")
         for name in ("recon_weight", "instance_noise", "r1_weight", "recon2_weight", "cycle_weight", "d_noise",
-                     "entropy_weight"):
+                     "entropy_weight", "level_dropout"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
                 raise BadInputError(f"{name} must be a number >= 0, not {value!r}")
+        if not self.level_dropout < 1.0:
+            raise BadInputError(f"level_dropout must be in [0, 1), not {self.level_dropout!r}")
         for name in ("spectral_norm", "unary_scores", "weight_norm", "feature_matching"):
             if not isinstance(getattr(self, name), bool):
                 raise BadInputError(f"{name} must be true or false, not {getattr(self, name)!r}")

@@ -6,11 +6,13 @@ Tensor names in checkpoints (stable, part of checkpoint format v1):
 - ``encoders.{l-1}.*``   q(z_l | z_l-1), with z_0 = x; its last layer gives (mean, logvar) of z_l
 - ``decoders.0.*``       p(x | z1), deterministic, with ``decoders.0.pixel_bias`` the per-pixel output log-odds
 - ``decoders.{l-1}.*``   p(z_l-1 | z_l) for l >= 2; its last layer gives (mean, logvar) of z_l-1
-- ``discriminator.*``    ``x`` (conv net on x), ``z1`` (joins z1 and convolves down), ``z.{i}`` and ``join.{i}``
-                         (one per vector level z2, z3, ...), ``out`` (1x1 layers to one logit); with unary
-                         scores also ``unary_x``, ``unary_z1`` and ``unary_z.{i}``. With spectral norm each
-                         layer's weight is stored as ``...parametrizations.weight.original`` (plus the power
-                         iteration's ``_u``/``_v``), as torch's parametrisation names it.
+- ``discriminator.*``    ``x`` (the net on x), ``z1`` (joins z1), ``z.{i}`` and ``join.{i}`` (one per vector
+                         level z2, z3, ...), ``out`` (the last layers: one logit, or in a semi-supervised model
+                         K class logits: the classifier); with unary scores also ``unary_x``, ``unary_z1`` and
+                         ``unary_z.{i}``. With spectral norm each layer's weight is stored as
+                         ``...parametrizations.weight.original`` (plus the power iteration's ``_u``/``_v``),
+                         with weight norm as ``...parametrizations.weight.original0`` (g) and ``original1``
+                         (v), as torch's parametrisations name them.
 
 Public inputs and outputs are float images in [0, 1], shape [n, C, H, W]; networks see 2x - 1 inside.
 """
