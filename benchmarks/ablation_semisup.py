@@ -25,7 +25,7 @@ ROWS: dict[str, list[str]] = {
     "no level dropout": ["--level-dropout", "0"],
     "no feature matching (adversarial decoders)": ["--no-feature-matching"],
     "no weight normalisation": ["--no-weight-norm"],
-    "no Gaussian noise (input 0.3, layers 0.5)": ["--instance-noise", "0", "--d-noise", "0"],
+    "no Gaussian noise (input 0.3 and layers 0.5)": ["--instance-noise", "0", "--d-noise", "0"],
     "no weight average (EMA)": ["--ema", "0"],
     "no reconstruction terms": ["--recon-weight", "0", "--recon2-weight", "0"],
     "+ entropy minimisation (weight 1)": ["--entropy-weight", "1"],
@@ -65,7 +65,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--label-seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("runs/ablation-semisup"))
-    parser.add_argument("--rows", default=None, help="comma-separated row names (default: all)")
+    parser.add_argument("--rows", default=None, help="row names separated by commas (default: all)")
     parser.add_argument("--table", action="store_true", help="print the table of --out/ablation.jsonl and exit")
     args = parser.parse_args()
     path = args.out / "ablation.jsonl"

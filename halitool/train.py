@@ -217,6 +217,35 @@ def _update_average(averaged: HALI, model: HALI, decay: float, step: int) -> Non
         mine.copy_(theirs)
 
 
+@torch.no_grad()
+def recalibrate_decoders(model: HALI, x: torch.Tensor, batch_size: int = 500) -> None:
+    """Recompute the decoders' batch-norm statistics as the exact average over the reconstruction path of the
+    images ``x`` (each level decoded from the posterior means), the path reconstruct and interpolate use.
+
+    The weights' moving average needs it: its copied running statistics belong to the raw weights, and those
+    mix generative with reconstruction batches (measured on the 100-label model: level-1 validation MSE 0.048
+    in eval mode against 0.006 after recalibration). Encoders and discriminator are untouched, so the
+    classifier's outputs do not change."""
+    norms = [m for m in model.decoders.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    was_training = model.training
+    model.eval()
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over the batches below
+        m.train()
+    for i in range(0, len(x), batch_size):
+        zs = model.encode(x[i: i + batch_size].to(model.device))
+        for level in model.level_names:
+            model.decode(level, zs[level])
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+        m.eval()
+    model.train(was_training)
+
+
 def _init_from(model: HALI, checkpoint: str) -> dict:
     """Copy into ``model`` every tensor of ``checkpoint`` with the same name and shape (a semi-supervised run
     started from an unsupervised model: its encoders and decoders carry over, a discriminator with other heads
@@ -506,6 +535,12 @@ def _train(opts: TrainOptions, console: Console, device: torch.device, ddp: Dist
     if averaged is not None:
         training["ema"] = {"decay": opts.ema, "warm-up": "decay min(ema, (1 + step) / (10 + step))"}
     released = averaged if averaged is not None else model  # what is evaluated, pictured and saved
+    # Training images (never the validation slice) whose reconstructions set the average's decoder statistics.
+    x_calibrate = images_to_input(ds.images(train_idx[:2000]), device) if averaged is not None else None
+
+    def ready_to_release() -> None:
+        if averaged is not None:
+            recalibrate_decoders(averaged, x_calibrate)
     start_time = time.perf_counter()
     last_good = step if opts.resume else None
     window: dict[str, list[float]] = {}
@@ -516,6 +551,7 @@ def _train(opts: TrainOptions, console: Console, device: torch.device, ddp: Dist
 
     def checkpoint(metrics: dict) -> None:
         nonlocal last_good, last_eval, best
+        ready_to_release()
         if x_val is not None and (last_eval is None or last_eval["step"] != step):
             last_eval = {"step": step, **evaluate(released, x_val, val_labels, classifier, class_values=class_values)}
         metrics = {**metrics, **({"validation": last_eval} if last_eval else {})}
@@ -583,6 +619,7 @@ def _train(opts: TrainOptions, console: Console, device: torch.device, ddp: Dist
             bar.update(task, advance=1, losses=_progress_line(values, last_eval))
             evaluated = False
             if ddp.main and x_val is not None and (step % opts.eval_every == 0 or step == total):
+                ready_to_release()
                 last_eval = {"step": step, **evaluate(released, x_val, val_labels, classifier, class_values=class_values)}
                 evaluated = True
             if step % opts.log_every == 0 or step == total or evaluated:
@@ -595,6 +632,7 @@ def _train(opts: TrainOptions, console: Console, device: torch.device, ddp: Dist
                 log.flush()
                 window.clear()
             if ddp.main and (step % opts.sample_every == 0 or step == total):
+                ready_to_release()
                 _write_grids(released, out, step, x_show, opts.seed)
             if ddp.main and (step % opts.checkpoint_every == 0 or step == total):
                 checkpoint(dict(last_metrics))

@@ -50,7 +50,8 @@ def test_hali_mnist_ssl100_has_its_classifier_and_matches_its_card():
     assert logits.shape == (3, 10) and torch.isfinite(logits).all()
     card = CARD.read_text()
     assert loaded.sha256 in card
-    assert loaded.training["command"].startswith("halitool train ") and "--labels 100" in loaded.training["command"]
+    assert loaded.training["command"].startswith("halitool ") and " train --data " in loaded.training["command"]
+    assert "--labels 100" in loaded.training["command"]
     assert loaded.training["command"] in re.sub(r"\s*\\\n\s*", " ", card)
     assert resolve_checkpoint("hali-mnist-ssl100").stat().st_size < 100_000_000
 

@@ -249,3 +249,29 @@ def test_level_dropout_zeroes_every_level_of_a_fraction_of_the_tuples(monkeypatc
     assert 0.4 < zeroed[0].float().mean().item() < 0.6  # of 800 tuples (400 inference, 400 generative)
     with pytest.raises(BadInputError, match="level_dropout"):
         ModelConfig(arch="tiny-mlp", level_dropout=1.0)
+
+
+def test_recalibrated_decoders_match_batch_statistics_and_leave_the_classifier_alone():
+    from halitool.train import recalibrate_decoders
+
+    # One level: the decoders see one reconstruction path, so their recalibrated statistics are its batch's.
+    model = _flat_discriminator_model(levels=1)
+    torch.nn.init.normal_(model.discriminator.out[-1].weight)  # a classifier whose outputs depend on the input
+    model.train()
+    x = torch.rand(400, 1, 28, 28)
+    model.losses(x)  # a training pass: running statistics of a mix of generative and reconstruction batches
+    for m in model.decoders.modules():
+        if isinstance(m, torch.nn.BatchNorm1d):
+            m.running_mean.fill_(5.0)  # and make them plainly wrong
+    model.eval()
+    with torch.no_grad():
+        logits = model.classify(x)
+        recalibrate_decoders(model, x, batch_size=400)  # one batch: the average is that batch's statistics
+        assert torch.equal(model.classify(x), logits)
+        zs = model.encode(x)
+        eval_recon = model.decode("z1", zs["z1"])
+        for m in model.decoders.modules():
+            if isinstance(m, torch.nn.BatchNorm1d):
+                m.train()
+        batch_recon = model.decode("z1", zs["z1"])
+    assert torch.allclose(eval_recon, batch_recon, atol=1e-3)  # unbiased vs biased variance of 400 rows
