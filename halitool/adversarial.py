@@ -13,26 +13,12 @@ import time
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
-
 from halitool.errors import BadInputError, UsageError
+from halitool.semisup import ADVERSARIAL, Protocol, summarise
 
 # The recipe `semisup --protocol adversarial` trains when SOURCE is no checkpoint (docs/semisup.md).
 ARCH = "mnist-mlp"
 EPOCHS = 20
-CLASSIFIER = ("the joint discriminator's K class logits on (x, posterior means of every level), trained "
-              "adversarially with the N labels (K+1-way, 'fake' fixed at 0; feature matching for the decoders)")
-NOTES = ("inductive: trained on the train split (N labelled, the rest unlabelled); test images are only classified",)
-
-
-def _result(runs: list[dict], n_labels: int, seconds: float) -> dict:
-    errors = np.array([r["error"] for r in runs])
-    return {
-        "labels": n_labels, "labels_used": n_labels, "protocol": "adversarial", "classifier": CLASSIFIER,
-        "transductive": False, "notes": list(NOTES), "error_mean": float(errors.mean()),
-        "error_std": float(errors.std(ddof=1)) if len(errors) > 1 else 0.0, "runs": runs,
-        "seconds": round(seconds, 3),
-    }
 
 
 def check_asked_draw(loaded, n_labels: int, seeds: int, seed_base: int) -> None:
@@ -56,20 +42,19 @@ def check_data_draw(loaded, ds) -> None:
                             "was trained with (another data set?)")
 
 
-def evaluate_labelled(loaded, data_spec: str, device: str) -> dict:
-    """One run: the checkpoint's classifier on the test split."""
-    from halitool.predict import predict
+def evaluate_labelled(loaded, ds) -> dict:
+    """One run: the checkpoint's classifier on the test split of ``ds`` (seed, error, the draw's hash)."""
+    from halitool.predict import predict_loaded
 
-    result = predict(str(loaded.path), data_spec, split="test", device=device)
-    return {"seed": int(loaded.classifier["labelled"]["seed"]), "error": result["error"],
-            "draw_sha256": loaded.classifier["labelled"]["indices_sha256"],
-            "train_seconds": loaded.training.get("seconds"), "steps": loaded.training.get("steps"),
-            "checkpoint_sha256": loaded.sha256}
+    labelled = loaded.classifier["labelled"]
+    return {"seed": int(labelled["seed"]), "error": predict_loaded(loaded, ds, split="test")["error"],
+            "draw_sha256": labelled["indices_sha256"]}
 
 
-def train_and_evaluate(data_spec: str, n_labels: int, seed: int, *, epochs: float, device: str, init_from: str | None,
-                       arch: str, levels: int, console) -> dict:
-    """One run: train the semi-supervised model for draw ``seed`` in a temporary folder, then its test error."""
+def train_and_evaluate(data_spec: str, ds, n_labels: int, seed: int, *, epochs: float, device: str,
+                       init_from: str | None, arch: str, levels: int, console) -> dict:
+    """One run: train the semi-supervised model for draw ``seed`` in a temporary folder, then its test error on
+    ``ds`` (the data set ``data_spec`` opened)."""
     from halitool.checkpoint import load_checkpoint
     from halitool.train import MODEL_FILE, SEMI_SUPERVISED_EMA, SEMI_SUPERVISED_LR, TrainOptions, train
 
@@ -81,11 +66,19 @@ def train_and_evaluate(data_spec: str, n_labels: int, seed: int, *, epochs: floa
                             label_seed=seed, device=device, init_from=init_from, sample_every=10**9,
                             checkpoint_every=10**9, command="halitool semisup --protocol adversarial")
         summary = train(opts, console)
-        loaded = load_checkpoint(Path(tmp) / "run" / MODEL_FILE, device)
-        run = evaluate_labelled(loaded, data_spec, device)
-    run.update(seed=seed, train_seconds=summary["seconds"], steps=summary["steps"])
-    del run["checkpoint_sha256"]  # the model is gone with its folder
-    return run
+        run = evaluate_labelled(load_checkpoint(Path(tmp) / "run" / MODEL_FILE, device), ds)
+    return {**run, "train_seconds": summary["seconds"], "steps": summary["steps"]}
+
+
+# Described like every registered protocol, so that its result has the same keys (semisup.summarise).
+PROTOCOL = Protocol(
+    name=ADVERSARIAL,
+    classifier="the joint discriminator's K class logits on (x, posterior means of every level), trained "
+               "adversarially with the N labels (K+1-way, 'fake' fixed at 0; feature matching for the decoders)",
+    run=train_and_evaluate,
+    notes=("inductive: trained on the train split (N labelled, the rest unlabelled); test images are only "
+           "classified",),
+)
 
 
 def adversarial(source: str | None, *, n_labels: int, seeds: int, seed_base: int, data: str | None, device: str,
@@ -123,19 +116,20 @@ def adversarial(source: str | None, *, n_labels: int, seeds: int, seed_base: int
         raise BadInputError(f"{data}: no test images to measure the error on")
     if labelled:
         check_data_draw(loaded, ds)
-        runs = [evaluate_labelled(loaded, data, device)]
+        runs = [{**evaluate_labelled(loaded, ds), "train_seconds": loaded.training.get("seconds"),
+                 "steps": loaded.training.get("steps"), "checkpoint_sha256": loaded.sha256}]
         if on_step:
-            on_step("adversarial", seed_base)
+            on_step(ADVERSARIAL, seed_base)
     else:
         arch, levels = (loaded.config.arch, loaded.config.levels) if loaded is not None else (ARCH, 2)
         runs = []
         for seed in range(seed_base, seed_base + seeds):
-            runs.append(train_and_evaluate(data, n_labels, seed, epochs=epochs or EPOCHS, device=device,
+            runs.append(train_and_evaluate(data, ds, n_labels, seed, epochs=epochs or EPOCHS, device=device,
                                            init_from=None if loaded is None else str(loaded.path), arch=arch,
                                            levels=levels, console=console))
             if on_step:
-                on_step("adversarial", seed)
-    result = _result(runs, n_labels, time.perf_counter() - start)
+                on_step(ADVERSARIAL, seed)
+    result = summarise(PROTOCOL, runs, n_labels, time.perf_counter() - start)
     result.update(source=str(source) if source else None, features="x+" + "+".join(
         loaded.model.level_names if loaded is not None else ("z1", "z2")),
         splits={"train": int(len(ds.indices("train"))), "test": int(len(ds.indices("test")))})

@@ -32,8 +32,7 @@ def class_probabilities(model: HALI, ds, rows: np.ndarray, batch_size: int = 500
 
 def predict(checkpoint: str, data_spec: str, *, split: str = "test", device: str = "auto", batch_size: int = 500,
             on_batch=None) -> dict:
-    """Classify every image of ``split``: sample ids, predicted class names, probabilities, and the accuracy
-    where the data set has labels (None otherwise)."""
+    """Load ``checkpoint`` and ``data_spec``, then :func:`predict_loaded`."""
     from halitool.checkpoint import load_checkpoint
     from halitool.data import open_dataset
     from halitool.runtime import resolve_device
@@ -44,10 +43,16 @@ def predict(checkpoint: str, data_spec: str, *, split: str = "test", device: str
         raise UsageError(f"--batch-size must be at least 1, not {batch_size}")
     start = time.perf_counter()
     loaded = load_checkpoint(checkpoint, resolve_device(device))
+    result = predict_loaded(loaded, open_dataset(data_spec), split=split, batch_size=batch_size, on_batch=on_batch)
+    return {**result, "data": data_spec, "seconds": round(time.perf_counter() - start, 3)}
+
+
+def predict_loaded(loaded, ds, *, split: str = "test", batch_size: int = 500, on_batch=None) -> dict:
+    """Classify every image of ``split`` of the data set ``ds`` with the loaded checkpoint ``loaded``: sample ids,
+    predicted class names, probabilities, and the accuracy where the data set has labels (None otherwise)."""
     if loaded.classifier is None:
         raise BadInputError(f"{loaded.path}: has no classifier (it was trained without --labels); "
                             "halitool semisup evaluates such a model's features")
-    ds = open_dataset(data_spec)
     if tuple(ds.image_shape) != tuple(loaded.model.image_shape):
         raise BadInputError(f"{ds.root}: images are {tuple(ds.image_shape)} (C, H, W) but {loaded.path} expects "
                             f"{tuple(loaded.model.image_shape)}")
@@ -62,11 +67,11 @@ def predict(checkpoint: str, data_spec: str, *, split: str = "test", device: str
     if ds.labels is not None:
         accuracy = float((predicted_values == ds.labels[rows]).mean())
     return {
-        "checkpoint": str(loaded.path), "data": data_spec, "split": split, "n_images": int(len(rows)),
+        "checkpoint": str(loaded.path), "split": split, "n_images": int(len(rows)),
         "classes": list(section["classes"]), "sample_ids": ds.sample_ids[rows],
         "predicted": [section["classes"][k] for k in winner], "probabilities": probabilities,
         "accuracy": accuracy, "error": None if accuracy is None else 100.0 * (1.0 - accuracy),
-        "labelled": section["labelled"], "seconds": round(time.perf_counter() - start, 3),
+        "labelled": section["labelled"],
     }
 
 

@@ -416,7 +416,8 @@ def evaluate(model: HALI, x_val: torch.Tensor, labels: np.ndarray | None, classi
         x = x_val[i: i + batch_size].to(model.device)
         stats = model.encode_stats(x)  # posterior means fed upward: what reconstruct() decodes from
         if model.config.n_classes and labels is not None:
-            own.append(model.classify(x).argmax(dim=1).cpu().numpy())
+            means = {level: mean for level, (mean, _) in stats.items()}
+            own.append(model.classify(x, means).argmax(dim=1).cpu().numpy())
         for level, (mean, logvar) in stats.items():
             posterior[level][0].append(mean.float().cpu())
             posterior[level][1].append(logvar.float().cpu())
@@ -538,9 +539,13 @@ def _train(opts: TrainOptions, console: Console, device: torch.device, ddp: Dist
     # Training images (never the validation slice) whose reconstructions set the average's decoder statistics.
     x_calibrate = images_to_input(ds.images(train_idx[:2000]), device) if averaged is not None else None
 
+    calibrated_at = None  # the step whose weights the average's decoder statistics were recomputed for
+
     def ready_to_release() -> None:
-        if averaged is not None:
+        nonlocal calibrated_at
+        if averaged is not None and calibrated_at != step:
             recalibrate_decoders(averaged, x_calibrate)
+            calibrated_at = step
     start_time = time.perf_counter()
     last_good = step if opts.resume else None
     window: dict[str, list[float]] = {}

@@ -413,11 +413,12 @@ class HALI(nn.Module):
         """n images: z_top ~ N(0, I), then a sample of each p(z_l-1|z_l), then p(x|z1)."""
         return self.decode(self.level_names[-1], self.sample_prior(n, generator), "sample", generator)
 
-    def classify(self, x: Tensor) -> Tensor:
-        """A semi-supervised model's class logits [n, K]: the discriminator on (x, posterior means of z1..zL)."""
+    def classify(self, x: Tensor, means: dict[str, Tensor] | None = None) -> Tensor:
+        """A semi-supervised model's class logits [n, K]: the discriminator on (x, posterior means of z1..zL);
+        ``means`` (from :meth:`encode`) saves encoding ``x`` again."""
         if not self.config.n_classes:
             raise ValueError("this model has no classifier (it was trained without labels)")
-        zs = self.encode(x)
+        zs = self.encode(x) if means is None else means
         return self.discriminator.evaluate(x * 2 - 1, [zs[name] for name in self.level_names]).class_logits
 
     def discriminate(self, x: Tensor, zs: dict[str, Tensor]) -> Tensor:
