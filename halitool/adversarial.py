@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Callable
 
 from halitool.errors import BadInputError, UsageError
-from halitool.semisup import ADVERSARIAL, Protocol, summarise
+from halitool.progress import SILENT, Progress
+from halitool.protocols import ADVERSARIAL, Protocol, summarise
 
 # The recipe `semisup --protocol adversarial` trains when SOURCE is no checkpoint (docs/semisup.md).
 ARCH = "mnist-mlp"
@@ -52,20 +53,22 @@ def evaluate_labelled(loaded, ds) -> dict:
 
 
 def train_and_evaluate(data_spec: str, ds, n_labels: int, seed: int, *, epochs: float, device: str,
-                       init_from: str | None, arch: str, levels: int, console) -> dict:
+                       init_from: str | None, arch: str, n_levels: int,
+                       progress: Progress = SILENT) -> dict:
     """One run: train the semi-supervised model for draw ``seed`` in a temporary folder, then its test error on
     ``ds`` (the data set ``data_spec`` opened)."""
     from halitool.checkpoint import load_checkpoint
-    from halitool.train import MODEL_FILE, SEMI_SUPERVISED_EMA, SEMI_SUPERVISED_LR, TrainOptions, train
+    from halitool.train import SEMI_SUPERVISED_EMA, SEMI_SUPERVISED_LR, TrainOptions, train
+    from halitool.training_state import MODEL_FILE
 
     with tempfile.TemporaryDirectory(prefix="halitool-adversarial-") as tmp:
         # The recipe of `halitool train --labels` (its default levers, learning rate and weight average); one
         # checkpoint, at the end, and no pictures.
-        opts = TrainOptions(data=data_spec, out=Path(tmp) / "run", arch=arch, levels=levels, epochs=epochs,
+        opts = TrainOptions(data=data_spec, out=Path(tmp) / "run", arch=arch, n_levels=n_levels, epochs=epochs,
                             lr=SEMI_SUPERVISED_LR, ema=SEMI_SUPERVISED_EMA, seed=seed, labels=n_labels,
                             label_seed=seed, device=device, init_from=init_from, sample_every=10**9,
                             checkpoint_every=10**9, command="halitool semisup --protocol adversarial")
-        summary = train(opts, console)
+        summary = train(opts, progress)
         run = evaluate_labelled(load_checkpoint(Path(tmp) / "run" / MODEL_FILE, device), ds)
     return {**run, "train_seconds": summary["seconds"], "steps": summary["steps"]}
 
@@ -82,7 +85,7 @@ PROTOCOL = Protocol(
 
 
 def adversarial(source: str | None, *, n_labels: int, seeds: int, seed_base: int, data: str | None, device: str,
-                epochs: float | None, console=None, on_step: Callable[[str, int], None] | None = None,
+                epochs: float | None, progress: Progress = SILENT, on_step: Callable[[str, int], None] | None = None,
                 fetch_data: Callable[[], None] | None = None) -> dict:
     """The protocol over seeds ``seed_base ..``: the result dict of every other protocol (same keys).
 
@@ -121,12 +124,12 @@ def adversarial(source: str | None, *, n_labels: int, seeds: int, seed_base: int
         if on_step:
             on_step(ADVERSARIAL, seed_base)
     else:
-        arch, levels = (loaded.config.arch, loaded.config.levels) if loaded is not None else (ARCH, 2)
+        arch, n_levels = (loaded.config.arch, loaded.config.n_levels) if loaded is not None else (ARCH, 2)
         runs = []
         for seed in range(seed_base, seed_base + seeds):
             runs.append(train_and_evaluate(data, ds, n_labels, seed, epochs=epochs or EPOCHS, device=device,
                                            init_from=None if loaded is None else str(loaded.path), arch=arch,
-                                           levels=levels, console=console))
+                                           n_levels=n_levels, progress=progress))
             if on_step:
                 on_step(ADVERSARIAL, seed)
     result = summarise(PROTOCOL, runs, n_labels, time.perf_counter() - start)

@@ -22,8 +22,10 @@ from pathlib import Path
 
 import torch
 
+from halitool import settings
 from halitool.errors import BadInputError
-from halitool.fileio import atomic_path, require_file, sha256_file
+from halitool.fileio import require_file, sha256_file
+from halitool.tensorfile import read_tensors, write_tensors
 from halitool.models import HALI, ModelConfig, build_model
 
 FORMAT = "halitool-checkpoint"
@@ -52,11 +54,8 @@ def save_checkpoint(path: Path, model: HALI, *, preprocessing: dict, training: d
                     classifier: dict | None = None) -> Path:
     """Write ``model`` and its provenance to ``path`` atomically (replacing an existing file); a semi-supervised
     model needs its ``classifier`` section."""
-    from safetensors.torch import save
-
     path = Path(path)
     check_classifier_section(path, model.config, classifier)
-    tensors = {name: t.detach().to("cpu", copy=True).contiguous() for name, t in model.state_dict().items()}
     metadata = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -67,10 +66,7 @@ def save_checkpoint(path: Path, model: HALI, *, preprocessing: dict, training: d
         "metrics": json.dumps(metrics),
         **({"classifier": json.dumps(classifier)} if classifier is not None else {}),
     }
-    # Bytes written into the prepared temporary file keep its permissions (save_file would recreate it 0600).
-    with atomic_path(path, check=False) as tmp:
-        tmp.write_bytes(save(tensors, metadata=metadata))
-    return path
+    return write_tensors(path, model.state_dict(), metadata)
 
 
 def resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:
@@ -79,7 +75,7 @@ def resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:
     path = Path(text).expanduser()
     if path.exists() or os.sep in text or path.suffix in (SUFFIX, ".pt", ".pth"):
         return path
-    places = [Path(p).expanduser() for p in [os.environ.get("HALITOOL_PRETRAINED")] if p] + [PRETRAINED_DIR]
+    places = [p for p in [settings.pretrained_override()] if p] + [PRETRAINED_DIR]
     for folder in places:
         candidate = folder / f"{text}{SUFFIX}"
         if candidate.is_file():
@@ -150,24 +146,12 @@ def load_state_strict(path: Path, model: HALI, tensors: dict[str, torch.Tensor],
         if shapes:
             parts.append(f"wrong shape: {', '.join(shapes)}")
         raise BadInputError(
-            f"{path}: tensors do not match architecture {model.config.arch!r} with {model.config.levels} levels; "
+            f"{path}: tensors do not match architecture {model.config.arch!r} with {model.config.n_levels} levels; "
             + "; ".join(parts)
         )
     if assign:
         tensors = {k: v.to(expected[k].dtype) for k, v in tensors.items()}
     model.load_state_dict(tensors, strict=True, assign=assign)
-
-
-def _read_safetensors(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            metadata = f.metadata() or {}
-            tensors = {name: f.get_tensor(name) for name in f.keys()}
-    except Exception as exc:  # noqa: BLE001  safetensors raises several types for corrupt or truncated files
-        raise BadInputError(f"{path}: not a readable safetensors file (corrupt or truncated?): {exc}") from None
-    return metadata, tensors
 
 
 def _read_pt(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
@@ -192,6 +176,18 @@ def _read_pt(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
     return metadata, tensors
 
 
+def _not_a_checkpoint(path: Path, metadata: dict) -> str:
+    """Why a safetensors file is not a checkpoint, pointing to the right file when it is a run's training state."""
+    from halitool.training_state import STATE_METADATA_KEY
+
+    if STATE_METADATA_KEY in metadata:
+        return (f"{path}: this is the training state of a `halitool train` run (for --resume), not a checkpoint; "
+                f"the run's checkpoint is {path.parent / 'model.safetensors'}")
+    if metadata.get("format"):
+        return f"{path}: not a halitool checkpoint (its metadata says format {metadata['format']!r})"
+    return f"{path}: not a halitool checkpoint (a safetensors file without halitool's metadata)"
+
+
 def load_checkpoint(name_or_path: str | os.PathLike, device: str | torch.device = "cpu",
                     config: ModelConfig | None = None) -> LoadedCheckpoint:
     """Load a checkpoint (path or shipped name) into a model in eval mode on ``device``.
@@ -207,9 +203,9 @@ def load_checkpoint(name_or_path: str | os.PathLike, device: str | torch.device 
                                     "{'config': {...}, 'state_dict': {...}} or convert it to a halitool checkpoint")
             config = _config(path, _json_field(path, metadata, "config"))
     else:
-        metadata, tensors = _read_safetensors(path)
+        metadata, tensors = read_tensors(path)
         if metadata.get("format") != FORMAT:
-            raise BadInputError(f"{path}: not a halitool checkpoint (metadata format is {metadata.get('format')!r})")
+            raise BadInputError(_not_a_checkpoint(path, metadata))
         if metadata.get("format_version") != FORMAT_VERSION:
             raise BadInputError(f"{path}: checkpoint format version {metadata.get('format_version')!r} is not "
                                 f"supported (this halitool reads version {FORMAT_VERSION})")

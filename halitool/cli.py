@@ -8,8 +8,9 @@ import traceback
 
 import click
 
+from halitool import settings
 from halitool.commands.common import AppContext
-from halitool.console import make_console
+from halitool.commands.console import make_console
 from halitool.errors import ExitCode, HalitoolError
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "HALITOOL", "show_default": True}
@@ -86,7 +87,7 @@ def _wants_traceback(argv: list[str]) -> bool:
     if isinstance(ctx_obj, AppContext):
         return ctx_obj.verbose
     flags = {"-v", "--verbose"}
-    return any(a in flags for a in argv) or os.environ.get("HALITOOL_VERBOSE", "").lower() in ("1", "true", "yes")
+    return any(a in flags for a in argv) or settings.verbose()
 
 
 def _error(message: str) -> None:
@@ -110,7 +111,11 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(ExitCode.INTERRUPTED)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
-    except click.ClickException as exc:  # usage errors: Click's own one-line message, exit 2
+    except click.UsageError as exc:  # bad options: Click's message as our one Error line, exit 2
+        command = exc.ctx.command_path if exc.ctx is not None else "halitool"
+        _error(f"{exc.format_message()} (see '{command} --help')")
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
     except BrokenPipeError:

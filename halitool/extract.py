@@ -18,33 +18,34 @@ from __future__ import annotations
 import contextlib
 import datetime
 import hashlib
+import logging
 import os
 import shlex
 import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
-from rich.console import Console
-from rich.progress import TextColumn
 
 from halitool import __version__
-from halitool.console import default_console, progress
+from halitool.choices import LATENTS, PRECISIONS
 from halitool.data import Dataset, open_dataset
+from halitool.data.base import SPLIT_CHOICES
 from halitool.errors import BadInputError, IncompleteOutputError, UsageError
 from halitool.features import FeaturesFile, FeaturesWriter, LevelLayout, open_features
 from halitool.fileio import check_output_path
+from halitool.distributed import ProcessGroup, process_group
+from halitool.levels import parse_levels
 from halitool.models.hali import images_to_input, inference_copy
+from halitool.progress import SILENT, Progress
 from halitool.runtime import command_line, library_versions, resolve_device
 
-LATENTS = ("mean", "sample")
-PRECISIONS = ("fp32", "bf16")
-SPLIT_CHOICES = ("all", "train", "valid", "test")
+log = logging.getLogger(__name__)
+
 # How often the partial's progress (rows_done) is recorded and the file flushed: a kill loses at most this much
 # work. A flush after every batch cost 4 % of a 10,000-image MNIST run at batch 256.
 FLUSH_SECONDS = 0.5
@@ -63,43 +64,6 @@ def shard_path(output: Path, rank: int, world: int) -> Path:
 def batch_seed(seed: int, first_row: int) -> int:
     """The generator seed of the batch starting at ``first_row`` (of the selected rows)."""
     return int(np.random.SeedSequence([int(seed), int(first_row)]).generate_state(1, np.uint64)[0] >> 1)
-
-
-@dataclass
-class _Distributed:
-    rank: int
-    world: int
-    created: bool  # whether we initialised the process group (and so must destroy it)
-
-    def all_ok(self, ok: bool, device: torch.device) -> bool:
-        """Every rank's ``ok`` reduced with AND (a collective: every rank must call it)."""
-        import torch.distributed as dist
-
-        flag = torch.tensor([0 if ok else 1], dtype=torch.int32, device=device)
-        dist.all_reduce(flag)
-        return int(flag.item()) == 0
-
-    def close(self) -> None:
-        import torch.distributed as dist
-
-        if self.created and dist.is_initialized():
-            dist.destroy_process_group()
-
-
-def _distributed(device: torch.device) -> _Distributed | None:
-    """The torchrun process group (gloo on CPU, NCCL on GPU), or None in a single process."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return None
-    import torch.distributed as dist
-
-    created = False
-    if not dist.is_initialized():
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-        created = True
-    return _Distributed(rank=dist.get_rank(), world=dist.get_world_size(), created=created)
 
 
 def _rank_range(n: int, batch_size: int, rank: int, world: int) -> tuple[int, int]:
@@ -137,7 +101,7 @@ class _Encoder:
     """
 
     def __init__(self, model, device: torch.device, levels: Sequence[str], latent: str, seed: int,
-                 with_logvar: bool, precision: str, compile_model: bool = False, console: Console | None = None):
+                 with_logvar: bool, precision: str, compile_model: bool = False):
         # Encoders rewritten for inference (batch norm folded, in-place activations, channels-last): the same
         # latents up to float rounding, about 1.45x faster on a CPU (models/hali.py, inference_copy).
         self.model = inference_copy(model)
@@ -147,11 +111,10 @@ class _Encoder:
             torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
         )
         self.cuda = device.type == "cuda"
-        self.console = console
-        self.encode, self.encode_stats = self.model.encode, self.model.encode_stats
+        self.encode_chain = self.model.encode_chain
         self.compiled = False
         if compile_model:
-            self.encode, self.encode_stats = torch.compile(self.model.encode), torch.compile(self.model.encode_stats)
+            self.encode_chain = torch.compile(self.model.encode_chain)
             self.compiled = True
         self._turn = 0
         self._staging: list[torch.Tensor | None] = [None, None]
@@ -178,16 +141,10 @@ class _Encoder:
     def _forward(self, x: torch.Tensor, first_row: int) -> tuple[dict, dict | None]:
         """Device tensors ``[B, ...]`` of the wanted levels (and logvars)."""
         with torch.inference_mode(), self.autocast:
-            if not self.with_logvar:
-                zs = self.encode(x, self.latent, self._generator(first_row))
-                return {k: zs[k] for k in self.levels}, None
-            stats = self.encode_stats(x, self.latent, self._generator(first_row))
-            logvars = {k: stats[k][1] for k in self.levels}
-            if self.latent == "mean":
-                return {k: stats[k][0] for k in self.levels}, logvars
-            # The same generator state again: encode draws the very samples whose statistics encode_stats saw.
-            zs = self.encode(x, self.latent, self._generator(first_row))
-            return {k: zs[k] for k in self.levels}, logvars
+            # One pass up the chain: the latents (means, or the samples drawn) and the (mean, logvar) of each level.
+            zs, stats = self.encode_chain(x, self.latent, self._generator(first_row))
+        logvars = {k: stats[k][1] for k in self.levels} if self.with_logvar else None
+        return {k: zs[k] for k in self.levels}, logvars
 
     def _forward_or_eager(self, x: torch.Tensor, first_row: int) -> tuple[dict, dict | None]:
         if not self.compiled:
@@ -195,10 +152,9 @@ class _Encoder:
         try:
             return self._forward(x, first_row)
         except Exception as exc:  # noqa: BLE001  a compiler missing or failing on this machine: run eagerly
-            (self.console or default_console()).print(
-                f"torch.compile failed ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
-                "encoding without it")
-            self.encode, self.encode_stats = self.model.encode, self.model.encode_stats
+            log.warning(f"torch.compile failed ({type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0] if str(exc) else ''}); encoding without it")
+            self.encode_chain = self.model.encode_chain
             self.compiled = False
             return self._forward(x, first_row)
 
@@ -240,13 +196,13 @@ def _numpy(t: torch.Tensor) -> np.ndarray:
     return t.float().reshape(t.shape[0], -1).cpu().numpy()
 
 
-def _open_or_create(path: Path, options: dict, create, *, resume: bool, force: bool, console: Console) -> FeaturesWriter:
+def _open_or_create(path: Path, options: dict, create, *, resume: bool, force: bool) -> FeaturesWriter:
     """The partial at ``path``: resumed (options must match), or created afresh."""
     if path.exists() and resume:
         try:
             writer = FeaturesWriter.reopen(path)
         except BadInputError as exc:
-            console.print(f"{path}: unreadable partial ({exc}); starting again from scratch")
+            log.warning(f"{path}: unreadable partial ({exc}); starting again from scratch")
         else:
             recorded = FeaturesFile(writer.path, writer.h5).attrs
             diffs = _option_differences(recorded.get("extract_options") or {}, options)
@@ -254,13 +210,13 @@ def _open_or_create(path: Path, options: dict, create, *, resume: bool, force: b
                 writer.close()
                 raise BadInputError(f"{path}: cannot resume: the partial was written with other settings: "
                                     + "; ".join(diffs) + " (pass --force instead of --resume to start over)")
-            console.print(f"{path}: resuming at row {writer.rows_done:,} of {writer.n_samples:,}")
+            log.info(f"{path}: resuming at row {writer.rows_done:,} of {writer.n_samples:,}")
             return writer
     elif path.exists() and not force:
         raise IncompleteOutputError(f"{path}: a partial output of an interrupted run exists; pass --resume to "
                                     "finish it, or --force to start over")
     elif resume:
-        console.print(f"{path}: no partial to resume; starting from scratch")
+        log.info(f"{path}: no partial to resume; starting from scratch")
     path.unlink(missing_ok=True)
     return create(path)
 
@@ -291,7 +247,7 @@ def extract_features(
     resume: bool = False,
     force: bool = False,
     compile: bool = False,
-    console: Console | None = None,
+    progress: Progress = SILENT,
 ) -> dict:
     """Encode every selected image of ``data_spec`` (a SPEC or a :class:`Dataset`) with ``checkpoint`` into ``output``.
 
@@ -301,22 +257,12 @@ def extract_features(
     checkpoint or data, a resume whose partial differs) and IncompleteOutputError (a partial exists and neither
     ``resume`` nor ``force`` was given). Whatever happens, nothing but a complete file ever appears at ``output``.
     ``compile=True`` runs the encoder through ``torch.compile`` (worth it on GPUs for long runs; when compiling
-    fails on this machine a console line says so and the run goes on without it).
+    fails on this machine a warning is logged and the run goes on without it).
     """
     from halitool.checkpoint import load_checkpoint
 
-    console = console or default_console()
     t0 = time.perf_counter()
-    if latent not in LATENTS:
-        raise UsageError(f"--latent must be one of {', '.join(LATENTS)}, not {latent!r}")
-    if precision not in PRECISIONS:
-        raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
-    if split not in SPLIT_CHOICES:
-        raise UsageError(f"--split must be one of {', '.join(SPLIT_CHOICES)}, not {split!r}")
-    if batch_size < 1:
-        raise UsageError(f"--batch-size must be at least 1, not {batch_size}")
-    if workers < 0:
-        raise UsageError(f"--workers must be 0 or more, not {workers}")
+    _check_options(latent=latent, precision=precision, split=split, batch_size=batch_size, workers=workers)
     output = Path(output)
     check_output_path(output, force)
     dev = resolve_device(device)
@@ -327,34 +273,82 @@ def extract_features(
     if tuple(ds.image_shape) != tuple(model.image_shape):
         raise BadInputError(f"{ds.root}: images are {tuple(ds.image_shape)} (C, H, W) but {loaded.path} expects "
                             f"{tuple(model.image_shape)} (architecture {loaded.config.arch!r})")
-    if isinstance(levels, str):
-        levels = [name.strip() for name in levels.split(",") if name.strip()]
-    levels = list(levels or model.level_names)
-    unknown = [name for name in levels if name not in model.level_names]
-    if unknown or len(set(levels)) != len(levels):
-        raise UsageError(f"--levels {','.join(levels)}: this model has levels {', '.join(model.level_names)} "
-                         "(each at most once)")
-    levels = [name for name in model.level_names if name in levels]  # always stored in level order
+    if not isinstance(levels, str) and levels is not None:
+        levels = ",".join(levels)
+    # Always stored in level order, each at most once.
+    levels = parse_levels(levels, model.level_names) if levels else list(model.level_names)
     rows = ds.indices(split)
-    n = len(rows)
+    settings = {"split": split, "levels": levels, "latent": latent, "seed": int(seed), "with_logvar": bool(with_logvar),
+                "precision": precision, "batch_size": batch_size}
+    options = _resume_options(loaded, ds, rows, settings)
+    create = _writer_factory(ds, rows, [LevelLayout(name, tuple(model.level_shapes[name])) for name in levels],
+                             {**_provenance(loaded, checkpoint, ds, rows, settings), "extract_options": options},
+                             with_logvar)
 
-    options = {
+    if ds.image_cache is not None:  # check or build the decode-once cache now, not under the progress bar
+        ds.image_cache.progress = progress
+        ds.image_cache.open()
+    encoder = _Encoder(model, dev, levels, latent, seed, with_logvar, precision, compile_model=compile)
+    group = process_group(dev)
+    try:
+        if group.world == 1:
+            partial = partial_path(output)
+            writer = _open_or_create(partial, options, create, resume=resume, force=force)
+            encoded = _encode_into(writer, ds, rows, 0, encoder, batch_size, workers, progress)
+            _finish(writer, output)
+        else:
+            encoded = _extract_distributed(group, output, options, create, ds, rows, encoder, batch_size,
+                                           workers, resume, force, progress if group.main else SILENT, dev)
+    finally:
+        group.close()
+    seconds = time.perf_counter() - t0
+    return {
+        "output": str(output),
+        "n_samples": len(rows),
+        "levels": {name: list(model.level_shapes[name]) for name in levels},
+        "seconds": seconds,
+        "images_per_second": encoded / seconds if seconds > 0 else None,
+        "device": str(dev),
+    }
+
+
+def _check_options(*, latent: str, precision: str, split: str, batch_size: int, workers: int) -> None:
+    if latent not in LATENTS:
+        raise UsageError(f"--latent must be one of {', '.join(LATENTS)}, not {latent!r}")
+    if precision not in PRECISIONS:
+        raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    if split not in SPLIT_CHOICES:
+        raise UsageError(f"--split must be one of {', '.join(SPLIT_CHOICES)}, not {split!r}")
+    if batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1, not {batch_size}")
+    if workers < 0:
+        raise UsageError(f"--workers must be 0 or more, not {workers}")
+
+
+def _resume_options(loaded, ds: Dataset, rows: np.ndarray, settings: dict) -> dict:
+    """What a partial must have been written with for ``--resume`` to continue it (recorded in the file)."""
+    return {
         "checkpoint_sha256": loaded.sha256,
         "model_config": loaded.config.to_dict(),
         "dataset": ds.kind,
         "dataset_root": str(Path(ds.root).resolve()),
-        "split": split,
-        "n_rows": n,
+        "split": settings["split"],
+        "n_rows": len(rows),
         "rows_sha256": hashlib.sha256(ds.sample_ids[rows].tobytes() + ds.split[rows].tobytes()).hexdigest(),
-        "levels": levels,
-        "latent": latent,
-        "seed": int(seed),
-        "with_logvar": bool(with_logvar),
-        "precision": precision,
+        "levels": settings["levels"],
+        "latent": settings["latent"],
+        "seed": settings["seed"],
+        "with_logvar": settings["with_logvar"],
+        "precision": settings["precision"],
         # Mean latents do not depend on how rows are batched; samples are drawn per batch.
-        "batch_size": batch_size if latent == "sample" else None,
+        "batch_size": settings["batch_size"] if settings["latent"] == "sample" else None,
     }
-    provenance = {
+
+
+def _provenance(loaded, checkpoint, ds: Dataset, rows: np.ndarray, settings: dict) -> dict:
+    """The file's provenance attributes (docs/features.md)."""
+    counts = np.bincount(ds.split[rows], minlength=3)
+    return {
         "halitool_version": __version__,
         "checkpoint_sha256": loaded.sha256,
         "checkpoint_name": str(checkpoint),
@@ -363,24 +357,27 @@ def extract_features(
         "preprocessing": {"dataset": ds.preprocessing, "model": loaded.preprocessing},
         "dataset": ds.kind,
         "dataset_root": str(Path(ds.root).resolve()),
-        "splits": {"selected": split, "rows": {name: int(c) for name, c in zip(("train", "valid", "test"),
-                                                                                   np.bincount(ds.split[rows], minlength=3))}},
-        "latent": latent,
-        "seed": int(seed),
-        "precision": precision,
-        "batch_size": batch_size,
+        "splits": {"selected": settings["split"],
+                   "rows": {name: int(c) for name, c in zip(("train", "valid", "test"), counts)}},
+        "latent": settings["latent"],
+        "seed": settings["seed"],
+        "precision": settings["precision"],
+        "batch_size": settings["batch_size"],
         "created_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "command": command_line() or shlex.join(sys.argv),
         "library_versions": library_versions(),
     }
-    layouts = [LevelLayout(name, tuple(model.level_shapes[name])) for name in levels]
 
-    def create(path: Path, lo: int = 0, hi: int = n, extra: dict | None = None) -> FeaturesWriter:
+
+def _writer_factory(ds: Dataset, rows: np.ndarray, layouts: list[LevelLayout], provenance: dict, with_logvar: bool):
+    """``create(path, lo, hi, extra)``: a new features file for rows ``lo:hi`` of ``rows``. A whole file (no
+    ``extra``) carries the labels and file names; a torchrun shard (``extra``: its place) carries latents only."""
+    def create(path: Path, lo: int = 0, hi: int = len(rows), extra: dict | None = None) -> FeaturesWriter:
         sel = rows[lo:hi]
         whole = extra is None
         return FeaturesWriter.create(
             path, levels=layouts, split=ds.split[sel], sample_ids=ds.sample_ids[sel],
-            provenance={**provenance, "extract_options": {**options, **(extra or {})}},
+            provenance={**provenance, "extract_options": {**provenance["extract_options"], **(extra or {})}},
             with_logvar=with_logvar,
             filenames=[ds.filenames[i] for i in sel] if whole and ds.filenames is not None else None,
             labels=ds.labels[sel] if whole and ds.labels is not None else None,
@@ -389,33 +386,7 @@ def extract_features(
             attribute_names=ds.attribute_names if whole else (),
         )
 
-    if ds.image_cache is not None:  # check or build the decode-once cache now, not under the progress bar
-        ds.image_cache.console = console
-        ds.image_cache.open()
-    encoder = _Encoder(model, dev, levels, latent, seed, with_logvar, precision, compile_model=compile,
-                       console=console)
-    dist_ctx = _distributed(dev)
-    try:
-        if dist_ctx is None:
-            partial = partial_path(output)
-            writer = _open_or_create(partial, options, create, resume=resume, force=force, console=console)
-            encoded = _encode_into(writer, ds, rows, 0, encoder, batch_size, workers, console, show=True)
-            _finish(writer, output)
-        else:
-            encoded = _extract_distributed(dist_ctx, output, options, create, ds, rows, encoder, batch_size,
-                                           workers, resume, force, console, dev)
-    finally:
-        if dist_ctx is not None:
-            dist_ctx.close()
-    seconds = time.perf_counter() - t0
-    return {
-        "output": str(output),
-        "n_samples": n,
-        "levels": {name: list(model.level_shapes[name]) for name in levels},
-        "seconds": seconds,
-        "images_per_second": encoded / seconds if seconds > 0 else None,
-        "device": str(dev),
-    }
+    return create
 
 
 class _DeferredInterrupt:
@@ -449,7 +420,7 @@ class _DeferredInterrupt:
 
 
 def _encode_into(writer: FeaturesWriter, ds: Dataset, rows: np.ndarray, offset: int, encoder: _Encoder,
-                 batch_size: int, workers: int, console: Console, show: bool) -> int:
+                 batch_size: int, workers: int, progress: Progress) -> int:
     """Fill ``writer`` (rows ``offset:offset+len`` of ``rows``) from its ``rows_done`` on; returns rows encoded.
 
     The partial's progress is recorded and flushed every FLUSH_SECONDS at most, and at the end; on any exception
@@ -457,7 +428,6 @@ def _encode_into(writer: FeaturesWriter, ds: Dataset, rows: np.ndarray, offset: 
     """
     n = writer.n_samples
     start = writer.rows_done
-    bar = progress(console if show else Console(quiet=True), TextColumn("{task.fields[rate]} images/s"))
     t0 = last_flush = time.perf_counter()
     done = start
     pending = None  # (rows, _Pending) of the batch submitted but not yet written
@@ -472,11 +442,10 @@ def _encode_into(writer: FeaturesWriter, ds: Dataset, rows: np.ndarray, offset: 
         if now - last_flush >= FLUSH_SECONDS:
             writer.mark_done(done)
             last_flush = now
-        bar.update(task, completed=done, rate=f"{(done - start) / (now - t0):,.0f}")
+        task.advance(size, info=f"{(done - start) / (now - t0):,.0f} images/s")
 
     try:
-        with bar, _DeferredInterrupt() as interrupt:
-            task = bar.add_task("extract", total=n, completed=start, rate="-")
+        with progress.task("extract", total=n, completed=start) as task, _DeferredInterrupt() as interrupt:
             # One batch in flight: batch k+1 is submitted before batch k is waited for and written.
             submitted = start
             for chunk, images in ds.iter_batches(rows[offset + start : offset + n], batch_size, workers):
@@ -497,7 +466,7 @@ def _encode_into(writer: FeaturesWriter, ds: Dataset, rows: np.ndarray, offset: 
             writer.mark_done(done)
         with contextlib.suppress(Exception):
             writer.close()
-        console.print(f"{writer.path}: {done:,} of {n:,} rows saved; run again with --resume to finish")
+        log.warning(f"{writer.path}: {done:,} of {n:,} rows saved; run again with --resume to finish")
         raise
     return done - start
 
@@ -511,23 +480,23 @@ def _finish(writer: FeaturesWriter, output: Path) -> None:
     _fsync_dir(output.parent)
 
 
-def _extract_distributed(dist_ctx: _Distributed, output: Path, options: dict, create, ds: Dataset, rows: np.ndarray,
+def _extract_distributed(group: ProcessGroup, output: Path, options: dict, create, ds: Dataset, rows: np.ndarray,
                          encoder: _Encoder, batch_size: int, workers: int, resume: bool, force: bool,
-                         console: Console, dev: torch.device) -> int:
-    rank, world = dist_ctx.rank, dist_ctx.world
+                         progress: Progress, dev: torch.device) -> int:
+    rank, world = group.rank, group.world
     lo, hi = _rank_range(len(rows), batch_size, rank, world)
     shard = shard_path(output, rank, world)
     extra = {"world_size": world, "shard_rows": [lo, hi]}
     ok, encoded, error = True, 0, None
     try:
         writer = _open_or_create(shard, {**options, **extra}, lambda p: create(p, lo, hi, extra),
-                                 resume=resume, force=force, console=console)
-        encoded = _encode_into(writer, ds, rows, lo, encoder, batch_size, workers, console, show=rank == 0)
+                                 resume=resume, force=force)
+        encoded = _encode_into(writer, ds, rows, lo, encoder, batch_size, workers, progress)
         writer.finish()
         writer.sync()
     except Exception as exc:  # noqa: BLE001  every rank must reach the collective below, then re-raise
         ok, error = False, exc
-    all_ok = dist_ctx.all_ok(ok, dev)
+    all_ok = group.all_ok(ok, dev)
     if error is not None:
         raise error
     if not all_ok:
@@ -548,5 +517,5 @@ def _extract_distributed(dist_ctx: _Distributed, output: Path, options: dict, cr
         _finish(writer, output)
         for r in range(world):
             shard_path(output, r, world).unlink(missing_ok=True)
-    dist_ctx.all_ok(True, dev)  # the others return only once the file is in place
+    group.all_ok(True, dev)  # the others return only once the file is in place
     return encoded

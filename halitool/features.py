@@ -34,6 +34,7 @@ import h5py
 import numpy as np
 
 from halitool.data.base import SPLIT_NAMES, SPLITS
+from halitool.levels import level_order
 from halitool.errors import BadInputError, HalitoolError
 
 FORMAT = "halitool-features"
@@ -358,7 +359,7 @@ class FeaturesFile:
     # levels -------------------------------------------------------------------------------------
     @property
     def levels(self) -> list[str]:
-        return sorted(self.h5["levels"].keys(), key=_level_order)
+        return sorted(self.h5["levels"].keys(), key=level_order)
 
     def level_shape(self, name: str) -> tuple[int, ...]:
         self._check_level(name)
@@ -396,10 +397,6 @@ class FeaturesFile:
 
     def __exit__(self, *exc):
         self.close()
-
-
-def _level_order(name: str):
-    return (0, int(name[1:])) if name[:1] == "z" and name[1:].isdigit() else (1, name)
 
 
 def open_features(path: Path, allow_incomplete: bool = False, mode: str = "r") -> FeaturesFile:

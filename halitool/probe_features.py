@@ -3,20 +3,24 @@ the raw-pixel baseline), and runs the pure protocol of :mod:`halitool.probe` on 
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
-from rich.console import Console
 
-from halitool.errors import BadInputError, UsageError
+from halitool.errors import BadInputError
 from halitool.features import FeaturesFile, open_features
+from halitool.levels import parse_feature_sets, set_name
 from halitool.probe import (
     DEFAULT_C_GRID, majority_baseline, parse_c_grid, probe_arrays, stratified_subset, stratify_key,
 )
+from halitool.progress import SILENT, Progress
 from halitool.runtime import resolve_device
+
+log = logging.getLogger(__name__)
 
 CELEBA_ATTRIBUTES = (
     "5_o_Clock_Shadow", "Arched_Eyebrows", "Attractive", "Bags_Under_Eyes", "Bald", "Bangs", "Big_Lips", "Big_Nose",
@@ -39,21 +43,6 @@ CELEBA_PUBLISHED = (
     ("LMLE-kNN", "balanced_accuracy", 0.84),
 )
 PIXEL_DIM_MAX = 1024  # raw pixels are average-pooled to at most this many features
-
-
-def parse_levels(text: str | None, available: Sequence[str], path: Path) -> list[str]:
-    """``z1,z2,z1+z2``; None means each level alone and, with several levels, all of them joined."""
-    if text is None:
-        return list(available) + (["+".join(available)] if len(available) > 1 else [])
-    specs = [s.strip() for s in text.split(",") if s.strip()]
-    if not specs:
-        raise UsageError(f"--levels {text!r}: name at least one level (e.g. z1,z2,z1+z2)")
-    for spec in specs:
-        for part in spec.split("+"):
-            if part not in available:
-                raise BadInputError(f"{path}: no level {part!r} (from --levels {text!r}); the file has "
-                                    f"{', '.join(available) or 'none'}")
-    return specs
 
 
 def parse_attributes(text: str, available: Sequence[str], path: Path) -> list[int]:
@@ -100,77 +89,94 @@ def pixel_features(ff: FeaturesFile, rows: np.ndarray, on_step: Callable[[int], 
 def probe_attributes(
     path: Path, *, levels: str | None = None, attributes: str = "all", c_grid: str = DEFAULT_C_GRID,
     metric: str = "accuracy", class_weight: str = "none", max_train: int | None = None, solver: str = "auto",
-    device: str = "auto", seed: int = 0, pixel_baseline: bool = True, console: Console | None = None,
+    device: str = "auto", seed: int = 0, pixel_baseline: bool = True, progress: Progress = SILENT,
 ) -> dict:
-    """Run the probe protocol on every requested level of a features file, plus the baselines."""
-    from halitool.console import default_console, progress
+    """Run the probe protocol on every requested feature set of a features file, plus the baselines.
 
-    console = console or default_console()
+    ``levels`` is a level spec (``z1,z2,z1+z2``; default: each level alone and, with several, all joined)."""
     started = time.perf_counter()
     Cs = parse_c_grid(c_grid)
     device = str(resolve_device(device))
     solver = "torch" if solver == "auto" else solver
     with open_features(path) as ff:
-        Y_all = ff.attributes
-        if Y_all is None or Y_all.shape[1] == 0:
-            raise BadInputError(f"{path}: no attributes (/labels/attributes) to probe")
-        all_names = ff.attribute_names
-        columns = parse_attributes(attributes, all_names, path)
-        names = [all_names[c] for c in columns]
-        specs = parse_levels(levels, ff.levels, path)
-        train, valid, test = ff.rows("train"), ff.rows("valid"), ff.rows("test")
-        if len(train) == 0 or len(test) == 0:
-            raise BadInputError(f"{path}: probes need train and test rows; the file has {ff.split_counts()}")
-        Y_all = Y_all[:, columns]
+        names, Y_all = _attribute_table(ff, attributes)
+        sets = (parse_feature_sets(levels, ff.levels) if levels is not None
+                else [(name,) for name in ff.levels] + ([tuple(ff.levels)] if len(ff.levels) > 1 else []))
+        train, valid, test = _probe_rows(ff, Y_all, max_train, seed)
         labels = ff.labels
-        if max_train is not None and max_train < len(train):
-            key = labels[train] if labels is not None else stratify_key(Y_all[train])
-            train = train[stratified_subset(key, max_train, np.random.default_rng(seed))]
-        stratify = labels[train] if labels is not None else None
-        splits = {"train": int(len(train)), "valid": int(len(valid)), "test": int(len(test))}
         common = dict(names=names, Cs=Cs, metric=metric, class_weight=class_weight, solver=solver, device=device,
-                      seed=seed, stratify=stratify)
+                      seed=seed, stratify=labels[train] if labels is not None else None)
         Ys = (Y_all[train], Y_all[valid], Y_all[test])
         results: dict[str, dict] = {}
-        baselines: dict[str, dict] = {"majority": majority_baseline(Ys[0], Ys[2], names)}
         selection = None
-        cache: dict[str, np.ndarray] = {}
-
-        def features(spec: str) -> np.ndarray:
-            parts = []
-            for part in spec.split("+"):
-                if part not in cache:
-                    cache[part] = ff.read_level(part)
-                parts.append(cache[part])
-            return np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
-
-        with progress(console) as bar:
-            task = bar.add_task("probing", total=len(specs) * len(Cs))
-            for spec in specs:
-                bar.update(task, description=f"probing {spec}")
-                X = features(spec)
+        levels_read: dict[str, np.ndarray] = {}  # each level read once, whatever the sets it joins
+        for feature_set in sets:
+            for name in feature_set:
+                if name not in levels_read:
+                    levels_read[name] = ff.read_level(name)
+            X = np.concatenate([levels_read[name] for name in feature_set], axis=1) if len(feature_set) > 1 \
+                else levels_read[feature_set[0]]
+            with progress.task(f"probing {set_name(feature_set)}", total=len(Cs)) as task:
                 result = probe_arrays(X[train], Ys[0], X[valid], Ys[1], X[test], Ys[2], **common,
-                                      on_step=lambda k: bar.advance(task, k))
-                selection = result.pop("selection")
-                results[spec] = result
-            if pixel_baseline:
-                rows = np.concatenate([train, valid, test])
-                try:
-                    pix_task = bar.add_task("loading pixels", total=len(rows))
-                    pixels = pixel_features(ff, rows, on_step=lambda k: bar.advance(pix_task, k))
-                except BadInputError as exc:
-                    console.log(f"pixel baseline skipped: {exc}")
-                else:
-                    pix_fit = bar.add_task("probing pixels", total=len(Cs))
-                    a, b = len(train), len(train) + len(valid)
-                    result = probe_arrays(pixels[:a], Ys[0], pixels[a:b], Ys[1], pixels[b:], Ys[2], **common,
-                                          on_step=lambda k: bar.advance(pix_fit, k))
-                    result.pop("selection")
-                    baselines["pixels"] = result
+                                      on_step=task.advance)
+            selection = result.pop("selection")
+            results[set_name(feature_set)] = result
+        baselines: dict[str, dict] = {"majority": majority_baseline(Ys[0], Ys[2], names)}
+        if pixel_baseline:
+            pixels = _pixel_baseline(ff, (train, valid, test), Ys, common, progress)
+            if pixels is not None:
+                baselines["pixels"] = pixels
     return {
         "features": str(path), "levels": results,
         "baselines": baselines,
-        "splits": splits, "selection": selection, "solver": solver, "device": device if solver == "torch" else "cpu",
+        "splits": {"train": int(len(train)), "valid": int(len(valid)), "test": int(len(test))},
+        "selection": selection, "solver": solver, "device": device if solver == "torch" else "cpu",
         "metric": metric, "class_weight": class_weight, "C_grid": [float(c) for c in Cs], "seed": seed,
         "seconds": round(time.perf_counter() - started, 3),
     }
+
+
+def _attribute_table(ff: FeaturesFile, attributes: str) -> tuple[list[str], np.ndarray]:
+    """The names and the [N, A] 0/1 values of the attributes asked for; anything but 0/1 is bad input."""
+    Y_all = ff.attributes
+    if Y_all is None or Y_all.shape[1] == 0:
+        raise BadInputError(f"{ff.path}: no attributes (/labels/attributes) to probe")
+    all_names = ff.attribute_names
+    columns = parse_attributes(attributes, all_names, ff.path)
+    Y = Y_all[:, columns]
+    bad = ~np.isin(Y, (0, 1))
+    if bad.any():
+        row, col = map(int, np.argwhere(bad)[0])
+        raise BadInputError(f"{ff.path}: attribute values must be 0 or 1; {all_names[columns[col]]} is "
+                            f"{int(Y[row, col])} at row {row} ({int(bad.sum()):,} values are neither)")
+    return [all_names[c] for c in columns], Y
+
+
+def _probe_rows(ff: FeaturesFile, Y_all: np.ndarray, max_train: int | None, seed: int):
+    """(train, valid, test) rows; with ``max_train``, a stratified seeded subsample of train."""
+    train, valid, test = ff.rows("train"), ff.rows("valid"), ff.rows("test")
+    if len(train) == 0 or len(test) == 0:
+        raise BadInputError(f"{ff.path}: probes need train and test rows; the file has {ff.split_counts()}")
+    if max_train is not None and max_train < len(train):
+        labels = ff.labels
+        key = labels[train] if labels is not None else stratify_key(Y_all[train])
+        train = train[stratified_subset(key, max_train, np.random.default_rng(seed))]
+    return train, valid, test
+
+
+def _pixel_baseline(ff: FeaturesFile, rows: tuple, Ys: tuple, common: dict, progress: Progress) -> dict | None:
+    """The probes on raw pixels reloaded from the data set the file records; None (logged) when unavailable."""
+    train, valid, test = rows
+    everything = np.concatenate([train, valid, test])
+    try:
+        with progress.task("loading pixels", total=len(everything)) as task:
+            pixels = pixel_features(ff, everything, on_step=task.advance)
+    except BadInputError as exc:
+        log.info(f"pixel baseline skipped: {exc}")
+        return None
+    a, b = len(train), len(train) + len(valid)
+    with progress.task("probing pixels", total=len(common["Cs"])) as task:
+        result = probe_arrays(pixels[:a], Ys[0], pixels[a:b], Ys[1], pixels[b:], Ys[2], **common,
+                              on_step=task.advance)
+    result.pop("selection")
+    return result

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -23,14 +24,15 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from rich.console import Console
 from torch import Tensor, nn
 
-from halitool.console import default_console, progress
+from halitool.progress import SILENT, Progress
+from halitool.tensorfile import read_tensors, write_tensors
 from halitool.data import Dataset, data_home
 from halitool.models import images_to_input
 from halitool.errors import BadInputError
-from halitool.fileio import atomic_write_bytes
+
+log = logging.getLogger(__name__)
 
 FORMAT = "halitool-reference"
 VERSION = 1  # bump when the network or the training procedure changes: old cache files are then ignored
@@ -125,9 +127,8 @@ def _n_classes(ds: Dataset) -> int:
 
 
 def train_reference(ds: Dataset, settings: ReferenceSettings = DEFAULT_SETTINGS, device: str | torch.device = "cpu",
-                    console: Console | None = None) -> tuple[ReferenceNet, float]:
+                    progress: Progress = SILENT) -> tuple[ReferenceNet, float]:
     """Train a fresh :class:`ReferenceNet` on the training split of ``ds``; returns (net in eval mode, seconds)."""
-    console = console or default_console()
     idx = ds.indices("train")
     if ds.labels is None:
         raise BadInputError(f"{ds.spec}: the data set has no class labels; a reference classifier needs them")
@@ -148,9 +149,8 @@ def train_reference(ds: Dataset, settings: ReferenceSettings = DEFAULT_SETTINGS,
     if settings.max_steps is not None:
         total = min(total, settings.max_steps)
     schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1 - step / total)
-    bar = progress(console)
-    with bar, torch.enable_grad():  # callers may be inside torch.no_grad()
-        task = bar.add_task("reference classifier", total=total)
+    with progress.task("reference classifier", total=total) as task, \
+            torch.enable_grad():  # callers may be inside torch.no_grad()
         step = 0
         while step < total:
             order = torch.randperm(len(idx), generator=gen)
@@ -165,21 +165,17 @@ def train_reference(ds: Dataset, settings: ReferenceSettings = DEFAULT_SETTINGS,
                 opt.step()
                 schedule.step()
                 step += 1
-                bar.update(task, advance=1)
+                task.advance(1)
     net.eval()
     return net, time.perf_counter() - start
 
 
 def _load_cached(path: Path, key: str, ds: Dataset, device) -> tuple[ReferenceNet, dict] | None:
     """The cached net, or None when the file is missing or does not check out (then it is retrained)."""
-    from safetensors import safe_open
-
     if not path.is_file():
         return None
     try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            meta = f.metadata() or {}
-            tensors = {name: f.get_tensor(name) for name in f.keys()}
+        meta, tensors = read_tensors(path, "reference classifier")
         if meta.get("format") != FORMAT or meta.get("key") != key:
             return None
         if meta.get("tensors_sha256") != _tensor_digest(tensors):
@@ -193,13 +189,12 @@ def _load_cached(path: Path, key: str, ds: Dataset, device) -> tuple[ReferenceNe
 
 def reference_classifier(ds: Dataset, *, settings: ReferenceSettings | None = None,
                          device: str | torch.device = "cpu", cache_dir: Path | None = None,
-                         console: Console | None = None) -> ReferenceClassifier:
+                         progress: Progress = SILENT) -> ReferenceClassifier:
     """The reference classifier for ``ds``: from the cache when a valid file is there, else trained and cached.
 
     ``settings`` defaults to :data:`DEFAULT_SETTINGS` (looked up at call time); ``cache_dir`` to
     ``data_home()/reference``. Raises BadInputError when the data set has no class labels.
     """
-    console = console or default_console()
     settings = settings or DEFAULT_SETTINGS
     if ds.labels is None:
         raise BadInputError(f"{ds.spec}: the data set has no class labels; a reference classifier needs them")
@@ -212,18 +207,16 @@ def reference_classifier(ds: Dataset, *, settings: ReferenceSettings | None = No
         return ReferenceClassifier(net, key, path, settings, _n_classes(ds), False,
                                    float(meta.get("train_seconds", "nan")), n_train)
     if path.exists():
-        console.print(f"[yellow]{path}: cached reference classifier is unreadable or does not match; retraining[/]")
+        log.warning(f"{path}: cached reference classifier is unreadable or does not match; retraining")
     else:
-        console.print(f"training the reference classifier on the {n_train:,} training images of {ds.spec}")
-    net, seconds = train_reference(ds, settings, device, console)
-    from safetensors.torch import save
-
+        log.info(f"training the reference classifier on the {n_train:,} training images of {ds.spec}")
+    net, seconds = train_reference(ds, settings, device, progress)
     tensors = {name: t.detach().to("cpu", copy=True).contiguous() for name, t in net.state_dict().items()}
     meta = {"format": FORMAT, "version": str(VERSION), "key": key, "data": ds.spec,
             "settings": json.dumps(dataclasses.asdict(settings)), "n_train": str(n_train),
             "train_seconds": f"{seconds:.3f}", "tensors_sha256": _tensor_digest(tensors)}
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, save(tensors, metadata=meta), check=False)
+    write_tensors(path, tensors, meta)
     return ReferenceClassifier(net, key, path, settings, _n_classes(ds), True, seconds, n_train)
 
 

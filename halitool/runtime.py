@@ -4,7 +4,6 @@ library versions and the command line (provenance)."""
 from __future__ import annotations
 
 import contextlib
-import os
 import platform
 import shlex
 import sys
@@ -12,9 +11,10 @@ from pathlib import Path
 
 import torch
 
+from halitool import settings
+from halitool.choices import DEVICES
 from halitool.errors import UsageError
 
-DEVICES = ("auto", "cpu", "cuda")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -29,7 +29,7 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda: no CUDA device is available")
     if name == "cuda":
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        return torch.device("cuda", settings.torchrun().local_rank)
     return torch.device(name)
 
 

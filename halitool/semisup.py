@@ -1,521 +1,22 @@
-"""Semi-supervised classification with few labels: balanced draws and protocols as pure functions over arrays.
-
-A *protocol* turns frozen features (or, for ``finetune``, a model and images) plus a handful of labels into
-predictions for the test rows. Every protocol is registered in :data:`PROTOCOLS` under its name and has the
-signature ``run(features_train, labels_train, labelled_idx, features_test, seed, *, prepared=None, **options)
--> ProtocolOutput``. ``labels_train`` is masked by the caller: ``-1`` everywhere except the labelled draw
-(and, for ``linear-heldout`` only, the held-out validation rows), so a protocol cannot see labels it is not
-entitled to. ``prepared`` is the seed-independent work (standardisation, PCA, the kNN graph) from the protocol's
-``prepare(features_train, features_test)``, computed once and shared by every seed.
-
-:func:`evaluate` runs protocols over seeds and returns the result dict of ``halitool semisup``.
+"""``halitool semisup``: resolve SOURCE (a features file, a checkpoint or the shipped model) to frozen features,
+run the protocols of :mod:`halitool.protocols` over seeds, and add provenance to their result.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
-from typing import Callable, Mapping, NamedTuple, Sequence
+from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
-from halitool.draws import draw_hash, heldout_size, labelled_draw
+from halitool.data.fetch import ensure_mnist
 from halitool.errors import BadInputError, UsageError
+from halitool.levels import parse_feature_set
+from halitool.progress import SILENT, Progress
+from halitool.protocols import ADVERSARIAL, evaluate, evaluated_protocols, get_protocols
 
-# Logistic-regression inverse regularisation strengths tried by the linear protocols (half decades).
-C_GRID = tuple(float(c) for c in np.logspace(-4, 3, 15))
-SPREAD_ALPHA = 0.99  # Zhou et al. 2004: how much of a node's score comes from its neighbours
-SPREAD_NEIGHBOURS = 10
-SPREAD_COMPONENTS = 50
 
-
-class ProtocolOutput(NamedTuple):
-    """Predicted class of every test row, and what the protocol chose (e.g. ``{"C": 0.1}``)."""
-
-    predictions: np.ndarray
-    details: dict
-
-
-# ----------------------------------------------------------------------------------------- helpers
-def standardiser(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and scale of each column (constant columns get scale 1, so they stay 0 instead of NaN)."""
-    features = np.asarray(features, dtype=np.float64)
-    mean = features.mean(axis=0)
-    std = features.std(axis=0)
-    std[std < 1e-8] = 1.0
-    return mean, std
-
-
-def _one_thread():
-    """BLAS on one thread: fits on ~100 rows are dominated by thread start-up and contention (10-100x slower on a
-    loaded 2-core machine with the default thread pool)."""
-    from threadpoolctl import threadpool_limits
-
-    return threadpool_limits(limits=1, user_api="blas")
-
-
-def _logistic(C: float):
-    from sklearn.linear_model import LogisticRegression
-
-    # lbfgs minimises the multinomial cross-entropy (sklearn's default for > 2 classes).
-    return LogisticRegression(C=C, max_iter=2000, tol=1e-4)
-
-
-def row_space(x: np.ndarray) -> np.ndarray:
-    """Orthonormal basis ``[D, r]`` (r <= n) of the span of the rows of ``x``.
-
-    With an L2 penalty the logistic weights lie in the span of the training rows (representer theorem), so a
-    fit on ``x @ basis`` (n x r) has the same optimum, predictions and loss as a fit on ``x`` (n x D): with
-    100 labels and 848-wide features that is 8x fewer columns and the same answer.
-    """
-    _, s, vt = np.linalg.svd(np.asarray(x, dtype=np.float64), full_matrices=False)
-    return vt[s > s.max() * 1e-10].T if s.size and s.max() > 0 else np.zeros((x.shape[1], 0))
-
-
-class LinearModel(NamedTuple):
-    basis: np.ndarray
-    model: object
-
-    def predict(self, x):
-        return self.model.predict(np.asarray(x, dtype=np.float64) @ self.basis)
-
-    def predict_proba(self, x):
-        return self.model.predict_proba(np.asarray(x, dtype=np.float64) @ self.basis)
-
-
-def fit_logistic(x: np.ndarray, y: np.ndarray, C: float) -> LinearModel:
-    """L2 multinomial logistic regression (sklearn, lbfgs; intercept unpenalised) fitted in the row space of x."""
-    basis = row_space(x)
-    return LinearModel(basis, _logistic(C).fit(np.asarray(x, dtype=np.float64) @ basis, y))
-
-
-def _fit_predict(x_fit, y_fit, x_eval, C):
-    model = fit_logistic(x_fit, y_fit, C)
-    return model.predict(x_eval), model.predict_proba(x_eval), model.model.classes_
-
-
-def choose_c_cv(x: np.ndarray, y: np.ndarray, seed: int, grid: Sequence[float] = C_GRID, folds: int = 5) -> dict:
-    """C by stratified k-fold cross-validation on the labelled rows alone.
-
-    ``k = min(folds, smallest class count)``; with 10 labels per class that is 5 folds holding out 2 per class.
-    The best mean accuracy wins; ties (frequent with 20 validation rows) go to the lower mean log-loss, then to
-    the smaller C. With one row per class no fold is possible and the grid's median C is used.
-    """
-    from sklearn.model_selection import StratifiedKFold
-
-    counts = np.unique(y, return_counts=True)[1]
-    k = int(min(folds, counts.min()))
-    if k < 2:
-        return {"C": float(np.median(grid)), "cv_folds": 0}
-    splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
-    accuracy = np.zeros(len(grid))
-    logloss = np.zeros(len(grid))
-    for fit_rows, val_rows in splitter.split(x, y):
-        for j, C in enumerate(grid):
-            pred, proba, classes = _fit_predict(x[fit_rows], y[fit_rows], x[val_rows], C)
-            accuracy[j] += (pred == y[val_rows]).mean() / k
-            col = np.searchsorted(classes, y[val_rows])
-            logloss[j] -= np.log(np.clip(proba[np.arange(len(col)), col], 1e-12, None)).mean() / k
-    best = min(range(len(grid)), key=lambda j: (-round(accuracy[j], 9), logloss[j], grid[j]))
-    return {"C": float(grid[best]), "cv_folds": k, "cv_accuracy": float(accuracy[best])}
-
-
-# --------------------------------------------------------------------------------------- protocols
-def prepare_standardised(features_train: np.ndarray, features_test: np.ndarray) -> dict:
-    """Standardise with the statistics of every train row (unlabelled rows included: no labels involved)."""
-    mean, std = standardiser(features_train)
-    return {"train": ((features_train - mean) / std).astype(np.float32),
-            "test": ((features_test - mean) / std).astype(np.float32)}
-
-
-def run_linear(features_train, labels_train, labelled_idx, features_test, seed, *, prepared=None, grid=C_GRID,
-               folds: int = 5) -> ProtocolOutput:
-    """Multinomial logistic regression on standardised features; C by cross-validation on the N labels."""
-    prepared = prepared or prepare_standardised(features_train, features_test)
-    x, y = prepared["train"][labelled_idx], np.asarray(labels_train)[labelled_idx]
-    with _one_thread():
-        choice = choose_c_cv(x, y, seed, grid, folds)
-        model = fit_logistic(x, y, choice["C"])
-    return ProtocolOutput(model.predict(prepared["test"]), choice)
-
-
-def run_linear_heldout(features_train, labels_train, labelled_idx, features_test, seed, *, heldout_idx,
-                       prepared=None, grid=C_GRID) -> ProtocolOutput:
-    """ALI's protocol: C with the best accuracy on the labelled held-out rows ``heldout_idx`` (ties: smaller C)."""
-    prepared = prepared or prepare_standardised(features_train, features_test)
-    labels_train = np.asarray(labels_train)
-    x, y = prepared["train"][labelled_idx], labels_train[labelled_idx]
-    xv, yv = prepared["train"][heldout_idx], labels_train[heldout_idx]
-    if (yv < 0).any():
-        raise ValueError("linear-heldout needs the labels of its held-out rows")
-    best_acc, best_model, best_c = -1.0, None, None
-    with _one_thread():
-        for C in grid:
-            model = fit_logistic(x, y, C)
-            acc = float((model.predict(xv) == yv).mean())
-            if acc > best_acc:
-                best_acc, best_model, best_c = acc, model, C
-    return ProtocolOutput(best_model.predict(prepared["test"]),
-                          {"C": float(best_c), "heldout": int(len(heldout_idx)), "heldout_accuracy": best_acc})
-
-
-def knn_graph(points: np.ndarray, k: int, batch: int = 1024):
-    """Symmetric sparse kNN graph (scipy CSR, weights 1) over the rows of ``points``; never an N x N dense matrix.
-
-    Exact neighbours by squared Euclidean distance, computed block by block with torch (``batch`` rows x N at a
-    time, one fused ``|x_j|^2 - 2 x_i.x_j`` product: ``|x_i|^2`` is constant along a row and cannot change its
-    ranking). An edge i-j exists when j is among i's k nearest or i among j's.
-    """
-    import scipy.sparse as sp
-    import torch
-
-    x = torch.from_numpy(np.ascontiguousarray(points, dtype=np.float32))
-    sq = (x * x).sum(1)
-    n = len(x)
-    k = min(k, n - 1)
-    cols = np.empty((n, k), dtype=np.int64)
-    for start in range(0, n, batch):
-        block = x[start : start + batch]
-        dist = torch.addmm(sq[None, :], block, x.T, alpha=-2)
-        dist[torch.arange(len(block)), torch.arange(start, start + len(block))] = float("inf")  # no self-loops
-        cols[start : start + len(block)] = dist.topk(k, dim=1, largest=False).indices.numpy()
-    rows = np.repeat(np.arange(n), k)
-    a = sp.csr_matrix((np.ones(n * k, dtype=np.float64), (rows, cols.ravel())), shape=(n, n))
-    return a.maximum(a.T).tocsr()
-
-
-def spread_scores(S, labels_train, labelled_idx, alpha: float = SPREAD_ALPHA, tol: float = 1e-6,
-                  max_iter: int = 1000) -> tuple[np.ndarray, np.ndarray]:
-    """Scores F [n, classes] solving (I - alpha S) F = Y, and the classes (sorted labels of the labelled rows).
-
-    Y is one-hot at the labelled rows (row ``i`` of Y is row ``i`` of the graph). Conjugate gradients for all
-    classes at once (one sparse x dense product per iteration instead of one per class); the system is
-    symmetric positive definite since S's eigenvalues lie in [-1, 1]. Stops when every column's residual is
-    below ``tol`` times its right-hand side's norm.
-    """
-    labels_train = np.asarray(labels_train)
-    classes = np.unique(labels_train[labelled_idx])
-    n = S.shape[0]
-    b = np.zeros((n, len(classes)))
-    b[labelled_idx, np.searchsorted(classes, labels_train[labelled_idx])] = 1.0
-    x = np.zeros_like(b)
-    r = b.copy()
-    p = r.copy()
-    rr = (r * r).sum(axis=0)
-    stop = (tol * np.linalg.norm(b, axis=0)) ** 2
-    for _ in range(max_iter):
-        if (rr <= stop).all():
-            break
-        ap = p - alpha * (S @ p)
-        step = rr / np.maximum((p * ap).sum(axis=0), 1e-300)
-        x += step * p
-        r -= step * ap
-        rr_new = (r * r).sum(axis=0)
-        p = r + (rr_new / np.maximum(rr, 1e-300)) * p
-        rr = rr_new
-    return x, classes
-
-
-def prepare_spread(features_train, features_test, *, components: int = SPREAD_COMPONENTS,
-                   neighbours: int = SPREAD_NEIGHBOURS) -> dict:
-    """Standardise (train statistics), project on the top principal components of train + test, build the
-    normalised kNN graph S = D^-1/2 W D^-1/2 over train + test rows."""
-    import scipy.sparse as sp
-
-    mean, std = standardiser(features_train)
-    x = (np.concatenate([features_train, features_test]) - mean) / std
-    if x.shape[1] > components:
-        x = x - x.mean(axis=0)
-        # Top right singular vectors of the centred data via the (D x D) covariance: exact and deterministic.
-        cov = x.T @ x
-        _, vecs = np.linalg.eigh(cov)
-        x = x @ vecs[:, ::-1][:, :components]
-    w = knn_graph(x, neighbours)
-    d = np.asarray(w.sum(axis=1)).ravel()
-    inv = sp.diags(1.0 / np.sqrt(d))
-    return {"S": (inv @ w @ inv).tocsr(), "n_train": len(features_train),
-            "components": int(x.shape[1]), "neighbours": int(neighbours)}
-
-
-def run_spread(features_train, labels_train, labelled_idx, features_test, seed, *, prepared=None,
-               alpha: float = SPREAD_ALPHA, tol: float = 1e-6) -> ProtocolOutput:
-    """Label spreading (Zhou et al. 2004) on a kNN graph of train + test: F = (1 - alpha) (I - alpha S)^-1 Y.
-
-    Solved by :func:`spread_scores` (the constant 1 - alpha does not change the argmax). Transductive: the test
-    rows are nodes of the graph.
-    """
-    prepared = prepared or prepare_spread(features_train, features_test)
-    n_train = prepared["n_train"]
-    scores, classes = spread_scores(prepared["S"], labels_train, labelled_idx, alpha, tol)
-    return ProtocolOutput(classes[scores[n_train:].argmax(axis=1)],
-                          {"alpha": alpha, "neighbours": prepared["neighbours"], "components": prepared["components"]})
-
-
-def prepare_finetune(features_train, features_test) -> dict:
-    """The pseudo-labelling graph over train rows only (finetune stays inductive: test rows are never nodes)."""
-    return {"graph": prepare_spread(features_train, features_train[:0]), "linear": prepare_standardised(
-        features_train, features_test)}
-
-
-def pseudo_labels(prepared_graph: dict, labels_train, labelled_idx, n_max: int, alpha: float = SPREAD_ALPHA):
-    """Rows and classes of the ``n_max`` most confident unlabelled train rows under label spreading on train.
-
-    Confidence is the winning class's share of a row's spread scores; the pick is balanced (``n_max / classes`` per
-    predicted class) so that an easy class cannot crowd out the others.
-    """
-    scores, classes = spread_scores(prepared_graph["S"], labels_train, labelled_idx, alpha)
-    scores = np.clip(scores, 0, None)
-    confidence = scores.max(axis=1) / np.maximum(scores.sum(axis=1), 1e-12)
-    winner = scores.argmax(axis=1)
-    unlabelled = np.setdiff1d(np.arange(len(scores)), labelled_idx)
-    rows = []
-    for j in range(len(classes)):
-        mine = unlabelled[winner[unlabelled] == j]
-        rows.append(mine[np.argsort(-confidence[mine], kind="stable")[: n_max // len(classes)]])
-    rows = np.sort(np.concatenate(rows)).astype(np.int64)
-    return rows, classes[winner[rows]]
-
-
-def run_finetune(features_train, labels_train, labelled_idx, features_test, seed, *, model, images_train,
-                 images_test, levels: Sequence[str], prepared=None, epochs: int = 2, max_unlabelled: int = 10_000,
-                 batch_size: int = 128, lr: float = 1e-4, device: str = "cpu") -> ProtocolOutput:
-    """Fine-tune the inference network as a classifier with the N labels plus pseudo-labelled unlabelled rows.
-
-    The network is a copy of ``model``'s encoder chain (posterior means of ``levels``, flattened and joined as
-    in the features) followed by the fixed train standardisation and a linear head initialised with the
-    ``linear`` protocol's solution for this draw, so it starts where ``linear`` ends. Pseudo-labels: the
-    ``max_unlabelled`` most confident unlabelled train rows under label spreading on a train-only kNN graph
-    (:func:`pseudo_labels`). Each step takes ``batch_size`` pseudo-labelled images and up to ``batch_size``
-    labelled ones (cross-entropy on both, equal weight), Adam with ``lr`` for the encoders and 10x ``lr``
-    for the head, ``epochs`` passes over the pseudo-labelled rows; BatchNorm statistics stay frozen (eval
-    mode). ``images_*`` are uint8 [n, C, H, W] arrays (or any object with ``__getitem__`` over row arrays).
-    """
-    import copy
-
-    import torch
-
-    from halitool.models import images_to_input
-
-    prepared = prepared or prepare_finetune(features_train, features_test)
-    labels_train = np.asarray(labels_train)
-    linear = run_linear(features_train, labels_train, labelled_idx, features_test, seed, prepared=prepared["linear"])
-    x, y = prepared["linear"]["train"][labelled_idx], labels_train[labelled_idx]
-    with _one_thread():
-        fitted = fit_logistic(x, y, linear.details["C"])
-    classes = fitted.model.classes_
-    weight = torch.tensor((fitted.basis @ fitted.model.coef_.T).T, dtype=torch.float32)
-    bias = torch.tensor(fitted.model.intercept_, dtype=torch.float32)
-    mean, std = standardiser(features_train)
-
-    pseudo_rows, pseudo_y = pseudo_labels(prepared["graph"], labels_train, labelled_idx, max_unlabelled)
-    class_index = {c: i for i, c in enumerate(classes)}
-    dev = torch.device(device)
-    torch.manual_seed(seed)
-    net = copy.deepcopy(model).to(dev).eval()
-    head = torch.nn.Linear(weight.shape[1], weight.shape[0]).to(dev)
-    with torch.no_grad():
-        head.weight.copy_(weight)
-        head.bias.copy_(bias)
-    shift = torch.tensor(mean, dtype=torch.float32, device=dev)
-    scale = torch.tensor(std, dtype=torch.float32, device=dev)
-
-    def logits(images: np.ndarray):
-        x01 = images_to_input(np.asarray(images), dev)
-        zs = net.encode(x01, mode="mean")
-        feats = torch.cat([zs[name].flatten(1) for name in levels], dim=1)
-        return head((feats - shift) / scale)
-
-    encoder_params = [p for name, p in net.named_parameters() if name.startswith("encoders.")]
-    optimiser = torch.optim.Adam([{"params": encoder_params, "lr": lr}, {"params": head.parameters(), "lr": lr * 10}])
-    gen = np.random.default_rng(seed)
-    targets_l = torch.tensor([class_index[c] for c in y], device=dev)
-    targets_p = torch.tensor([class_index[c] for c in pseudo_y], device=dev, dtype=torch.long)
-    steps = 0
-    for _ in range(epochs):
-        order = gen.permutation(len(pseudo_rows))
-        for start in range(0, len(order), batch_size):
-            batch = np.sort(order[start : start + batch_size])  # sorted rows: cheap reads from any array-like
-            pick = np.sort(gen.choice(len(labelled_idx), size=min(batch_size, len(labelled_idx)), replace=False))
-            loss = torch.nn.functional.cross_entropy(logits(images_train[pseudo_rows[batch]]), targets_p[batch]) \
-                + torch.nn.functional.cross_entropy(logits(images_train[labelled_idx[pick]]), targets_l[pick])
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-            steps += 1
-    predictions = []
-    with torch.no_grad():
-        for start in range(0, len(images_test), 1024):
-            rows = np.arange(start, min(start + 1024, len(images_test)))
-            predictions.append(logits(images_test[rows]).argmax(1).cpu().numpy())
-    return ProtocolOutput(classes[np.concatenate(predictions)],
-                          {"C": linear.details["C"], "pseudo_labelled": int(len(pseudo_rows)), "epochs": epochs,
-                           "steps": steps})
-
-
-@dataclass(frozen=True)
-class Protocol:
-    """A registered protocol: how to run it and what a reader of its numbers must know."""
-
-    name: str
-    classifier: str
-    run: Callable[..., ProtocolOutput]
-    prepare: Callable[[np.ndarray, np.ndarray], dict] | None = None
-    transductive: bool = False
-    uses_heldout_labels: bool = False
-    needs_checkpoint: bool = False
-    notes: tuple[str, ...] = field(default_factory=tuple)
-
-
-PROTOCOLS: dict[str, Protocol] = {}
-
-
-def register_protocol(protocol: Protocol) -> Protocol:
-    PROTOCOLS[protocol.name] = protocol
-    return protocol
-
-
-register_protocol(Protocol(
-    name="linear",
-    classifier="multinomial logistic regression (L2, lbfgs) on standardised features; C from "
-               f"{len(C_GRID)} values in [1e-4, 1e3] by stratified 5-fold cross-validation on the labelled rows",
-    run=run_linear,
-    prepare=prepare_standardised,
-    notes=("realistic: hyperparameters chosen with the N labelled rows alone",),
-))
-register_protocol(Protocol(
-    name="linear-heldout",
-    classifier="multinomial logistic regression (L2, lbfgs) on standardised features; C from "
-               f"{len(C_GRID)} values in [1e-4, 1e3] by accuracy on a labelled validation set held out from the "
-               "end of train (ALI's protocol)",
-    run=run_linear_heldout,
-    prepare=prepare_standardised,
-    uses_heldout_labels=True,
-    notes=("uses more labels than N: the held-out validation rows' labels choose C (ALI's protocol)",),
-))
-register_protocol(Protocol(
-    name="spread",
-    classifier=f"label spreading (alpha {SPREAD_ALPHA}) on a symmetric {SPREAD_NEIGHBOURS}-NN graph of train + test "
-               f"features (standardised, top {SPREAD_COMPONENTS} principal components)",
-    run=run_spread,
-    prepare=prepare_spread,
-    transductive=True,
-    notes=("transductive: the unlabelled test features are part of the graph (their labels are never used)",),
-))
-
-register_protocol(Protocol(
-    name="finetune",
-    classifier="the checkpoint's inference network + a linear head (started from the linear protocol's fit), "
-               "fine-tuned with cross-entropy on the N labels and on pseudo-labels from label spreading over "
-               "a train-only kNN graph",
-    run=run_finetune,
-    prepare=prepare_finetune,
-    needs_checkpoint=True,
-    notes=("inductive: test images are only classified; unlabelled train images enter through pseudo-labels",),
-))
-
-
-# The protocol that trains a model per seed instead of reading frozen features (halitool.adversarial); never
-# part of ``all``, which evaluates one set of features.
-ADVERSARIAL = "adversarial"
-
-
-def get_protocols(name: str) -> list[Protocol]:
-    """One protocol by name, or every registered protocol for ``all``."""
-    if name == "all":
-        return list(PROTOCOLS.values())
-    if name not in PROTOCOLS:
-        raise UsageError(f"unknown protocol {name!r}; choose all, {', '.join(PROTOCOLS)}, {ADVERSARIAL}")
-    return [PROTOCOLS[name]]
-
-
-# -------------------------------------------------------------------------------------------- runs
-def evaluate(
-    features_train: np.ndarray,
-    labels_train: np.ndarray,
-    features_test: np.ndarray,
-    labels_test: np.ndarray,
-    *,
-    n_labels: int,
-    protocol: str = "linear",
-    seeds: int = 10,
-    seed_base: int = 0,
-    on_step: Callable[[str, int], None] | None = None,
-    options: Mapping[str, Mapping] | None = None,
-) -> dict:
-    """Run one protocol (or ``all``) for seeds ``seed_base .. seed_base + seeds - 1``; error on every test row.
-
-    The labelled draw of a seed depends only on the seed and the labels (:func:`halitool.draws.labelled_draw`,
-    the same draw ``halitool train --labels`` makes), so every protocol sees the same draw for the same seed
-    and the held-out rows (the last :func:`heldout_size` rows of train) are never in it. Errors are percentages; ``error_std`` is the sample standard deviation
-    (ddof 1; 0 for one seed). ``on_step(protocol, seed)`` is called after each run (progress bars).
-    ``options`` maps a protocol name to extra keyword arguments of its ``run`` (``finetune`` needs ``model``,
-    ``images_train``, ``images_test``, ``levels``; with ``all`` it is skipped when they are absent).
-
-    Returns the single protocol's result dict, or ``{"protocols": {name: result}}`` for ``all``.
-    """
-    if seeds < 1:
-        raise UsageError(f"--seeds must be at least 1, got {seeds}")
-    labels_train = np.asarray(labels_train)
-    labels_test = np.asarray(labels_test)
-    if len(features_test) == 0:
-        raise BadInputError("no test rows to measure the error on")
-    options = options or {}
-    protocols = get_protocols(protocol)
-    if protocol == "all":
-        # Protocols that need a model run only when the caller supplied one (a checkpoint SOURCE).
-        protocols = [p for p in protocols if not p.needs_checkpoint or "model" in options.get(p.name, {})]
-    n_train = len(labels_train)
-    n_heldout = heldout_size(n_train)
-    heldout_idx = np.arange(n_train - n_heldout, n_train)
-    seed_list = [seed_base + k for k in range(seeds)]
-    draws = {s: labelled_draw(labels_train, n_labels, s) for s in seed_list}
-
-    results = {}
-    for proto in protocols:
-        if proto.needs_checkpoint and "model" not in options.get(proto.name, {}):
-            raise UsageError(f"protocol {proto.name} needs a checkpoint SOURCE (a model to fine-tune), not features alone")
-        start = time.perf_counter()
-        prepared = proto.prepare(features_train, features_test) if proto.prepare else None
-        extra = dict(options.get(proto.name, {}))
-        if proto.uses_heldout_labels:
-            extra["heldout_idx"] = heldout_idx
-        runs = []
-        for s in seed_list:
-            labelled = draws[s]
-            visible = np.full(n_train, -1, dtype=np.int64)
-            visible[labelled] = labels_train[labelled]
-            if proto.uses_heldout_labels:
-                visible[heldout_idx] = labels_train[heldout_idx]
-            out = proto.run(features_train, visible, labelled, features_test, s, prepared=prepared, **extra)
-            error = 100.0 * float((np.asarray(out.predictions) != labels_test).mean())
-            runs.append({"seed": s, "error": error, "draw_sha256": draw_hash(labelled), **out.details})
-            if on_step:
-                on_step(proto.name, s)
-        results[proto.name] = summarise(proto, runs, n_labels, time.perf_counter() - start,
-                                        n_heldout if proto.uses_heldout_labels else 0)
-    if protocol == "all":
-        return {"protocols": results}
-    return results[protocols[0].name]
-
-
-def summarise(proto: Protocol, runs: list[dict], n_labels: int, seconds: float, n_heldout: int = 0) -> dict:
-    """The result dict of one protocol: the documented JSON keys (docs/semisup.md) plus what a reader must know about the numbers."""
-    errors = np.array([r["error"] for r in runs])
-    return {
-        "labels": n_labels,
-        "labels_used": n_labels + n_heldout,
-        "protocol": proto.name,
-        "classifier": proto.classifier,
-        "transductive": proto.transductive,
-        "notes": list(proto.notes),
-        "error_mean": float(errors.mean()),
-        "error_std": float(errors.std(ddof=1)) if len(errors) > 1 else 0.0,
-        "runs": runs,
-        "seconds": round(seconds, 3),
-    }
-
-
-# ----------------------------------------------------------------------------------------- sources
 class Features(NamedTuple):
     """Train and test rows of one feature choice, with their class labels."""
 
@@ -526,18 +27,6 @@ class Features(NamedTuple):
     levels: tuple[str, ...]
     ids_train: np.ndarray  # sample ids of the rows (to find their images in the data set)
     ids_test: np.ndarray
-
-
-def parse_levels(spec: str | None, available: Sequence[str]) -> tuple[str, ...]:
-    """``z1``, ``z2``, ``z1+z2``... -> level names; None -> every level of the file (z1+z2 for hali-mnist)."""
-    if not spec:
-        return tuple(available)
-    levels = tuple(p.strip() for p in spec.split("+") if p.strip())
-    unknown = [lv for lv in levels if lv not in available]
-    if unknown or not levels:
-        raise UsageError(f"--features {spec!r}: no level {', '.join(unknown) or spec!r}; "
-                         f"choose from {', '.join(available)} or joined with + (e.g. {'+'.join(available)})")
-    return levels
 
 
 def load_features(path, levels: str | None = None) -> Features:
@@ -551,7 +40,7 @@ def load_features(path, levels: str | None = None) -> Features:
         labels = f.labels
         if labels is None:
             raise BadInputError(f"{f.path}: has no class labels (labels/class); semisup needs them")
-        chosen = parse_levels(levels, f.levels)
+        chosen = parse_feature_set(levels, f.levels, "--features") if levels else tuple(f.levels)
         train, test = f.rows("train"), f.rows("test")
         for name, rows in (("train", train), ("test", test)):
             if len(rows) == 0:
@@ -564,8 +53,6 @@ def load_features(path, levels: str | None = None) -> Features:
 
 def is_features_file(path) -> bool:
     """True for an HDF5 file (by its signature), the only kind of features file there is."""
-    from pathlib import Path
-
     path = Path(path)
     if not path.is_file():
         return False
@@ -573,7 +60,7 @@ def is_features_file(path) -> bool:
         return fh.read(8) == b"\x89HDF\r\n\x1a\n"
 
 
-def cached_features(checkpoint: str, data_spec: str, *, device: str = "auto", console=None) -> "object":
+def cached_features(checkpoint: str, data_spec: str, *, device: str = "auto", progress: Progress = SILENT) -> Path:
     """The features file of ``checkpoint`` on ``data_spec``, extracted once into the cache and reused.
 
     Cache: ``data_home()/features/<checkpoint sha256[:16]>-<key>.h5`` where key hashes the data set root and the
@@ -605,7 +92,7 @@ def cached_features(checkpoint: str, data_spec: str, *, device: str = "auto", co
             pass  # a damaged cache entry is rebuilt below
     cache.parent.mkdir(parents=True, exist_ok=True)
     extract_features(str(path), f"{kind}:{root}", cache, split="all", levels=None, latent="mean", seed=0,
-                     device=device, force=True, console=console)
+                     device=device, force=True, progress=progress)
     return cache
 
 
@@ -619,8 +106,7 @@ def semisup(
     seed_base: int = 0,
     data: str | None = None,
     device: str = "auto",
-    console=None,
-    on_step: Callable[[str, int], None] | None = None,
+    progress: Progress = SILENT,
     epochs: float | None = None,
     max_unlabelled: int = 10_000,
 ) -> dict:
@@ -636,6 +122,9 @@ def semisup(
     when the folder lacks the files).
     """
     start = time.perf_counter()
+    if protocol != ADVERSARIAL:
+        get_protocols(protocol)  # an unknown name fails before any extraction
+    _check_source_exists(source)
     if protocol == ADVERSARIAL:
         from halitool.adversarial import adversarial
 
@@ -644,9 +133,11 @@ def semisup(
         if levels is not None:
             raise UsageError("--features does not apply to the adversarial protocol (its classifier sees x and every level)")
         # The default data set is fetched when missing, as for hali-mnist (after the options are checked).
-        fetch = (lambda: _ensure_mnist("mnist", console)) if data is None else None
-        return adversarial(source, n_labels=n_labels, seeds=seeds, seed_base=seed_base, data=data, device=device,
-                           epochs=epochs, console=console, on_step=on_step, fetch_data=fetch)
+        fetch = (lambda: ensure_mnist("mnist")) if data is None else None
+        with progress.task("semisup", total=max(seeds, 0)) as task:
+            return adversarial(source, n_labels=n_labels, seeds=seeds, seed_base=seed_base, data=data,
+                               device=device, epochs=epochs, progress=progress, fetch_data=fetch,
+                               on_step=lambda name, seed: task.advance(1, info=f"{name} seed {seed}"))
     if source is not None and is_features_file(source):
         if data is not None:
             raise UsageError("--data applies to a checkpoint SOURCE; a features file already holds its data set")
@@ -658,8 +149,8 @@ def semisup(
             from halitool.checkpoint import resolve_checkpoint
 
             resolve_checkpoint(checkpoint)  # a missing shipped model fails before any download
-            _ensure_mnist(data, console)
-        features_path = cached_features(checkpoint, data, device=device, console=console)
+            ensure_mnist(data)
+        features_path = cached_features(checkpoint, data, device=device, progress=progress)
     feats = load_features(features_path, levels)
     options = {}
     wants_model = protocol == "all" or get_protocols(protocol)[0].needs_checkpoint
@@ -672,8 +163,11 @@ def semisup(
         epochs = int(epochs)
         options["finetune"] = finetune_inputs(checkpoint, data, feats, device)
         options["finetune"].update(epochs=epochs, max_unlabelled=max_unlabelled)
-    result = evaluate(feats.train, feats.labels_train, feats.test, feats.labels_test, n_labels=n_labels,
-                      protocol=protocol, seeds=seeds, seed_base=seed_base, on_step=on_step, options=options)
+    n_runs = max(seeds, 0) * (len(evaluated_protocols(protocol, options)))
+    with progress.task("semisup", total=n_runs) as task:
+        result = evaluate(feats.train, feats.labels_train, feats.test, feats.labels_test, n_labels=n_labels,
+                          protocol=protocol, seeds=seeds, seed_base=seed_base, options=options,
+                          on_step=lambda name, seed: task.advance(1, info=f"{name} seed {seed}"))
     provenance = {"source": str(source) if source else "hali-mnist", "features_file": str(features_path),
                   "features": "+".join(feats.levels),
                   "splits": {"train": int(len(feats.train)), "test": int(len(feats.test))}}
@@ -688,16 +182,19 @@ def semisup(
     return result
 
 
-def _ensure_mnist(spec: str, console) -> None:
-    from halitool.data import parse_spec
-    from halitool.data.fetch import fetch_mnist
-    from halitool.data.mnist import MNIST_FILES
+def _check_source_exists(source: str | None) -> None:
+    """A SOURCE that is neither a file nor a shipped model: one line saying what SOURCE may be."""
+    if source is None or Path(source).is_file():
+        return
+    from halitool.checkpoint import resolve_checkpoint
 
-    kind, root = parse_spec(spec)
-    if kind == "mnist" and not all((root / name).exists() or (root / f"{name}.gz").exists() for name in MNIST_FILES):
-        from halitool.console import default_console
-
-        fetch_mnist(root, console or default_console())
+    try:
+        if resolve_checkpoint(source).is_file():
+            return
+    except BadInputError:
+        pass
+    raise BadInputError(f"{source}: not found (SOURCE is a features file, a checkpoint file or the name of a "
+                        "shipped model)")
 
 
 def finetune_inputs(checkpoint: str, data_spec: str, feats: Features, device: str) -> dict:

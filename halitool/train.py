@@ -1,8 +1,7 @@
 """Training a HALI model: ALI's game with both players updated on the same batch, checkpoints and resume.
 
-A run folder holds ``model.safetensors`` (the release checkpoint), ``state.safetensors`` + ``state.json`` (the
-optimisers, the step and the RNG state, for ``--resume``), ``metrics.jsonl`` (one JSON object per logged
-interval) and PNG grids ``samples-STEP.png`` and ``recon-STEP.png``.
+The run folder and its training state are :mod:`halitool.training_state`'s; what is measured on the validation
+slice is :mod:`halitool.validation`'s; the weight average is :mod:`halitool.averaging`'s.
 """
 
 from __future__ import annotations
@@ -19,35 +18,37 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from rich.console import Console
-from rich.progress import TextColumn
 
 from halitool import __version__
-from halitool.checkpoint import load_state_strict, save_checkpoint
-from halitool.console import default_console, make_console, progress
+from halitool.averaging import recalibrate_decoders, update_average
+from halitool.checkpoint import save_checkpoint
+from halitool.choices import KEEP, PRECISIONS
 from halitool.data import open_dataset
+from halitool.distributed import ProcessGroup, process_group
 from halitool.errors import BadInputError, HalitoolError, UsageError
-from halitool.fileio import atomic_write_bytes
-from halitool.runtime import hardware, resolve_device
+from halitool.grids import save_grid
 from halitool.models import HALI, ModelConfig, build_model, images_to_input
 from halitool.models.config import ARCHITECTURES, PAPER_OBJECTIVE, RECOMMENDED_OBJECTIVE, SEMI_SUPERVISED_OBJECTIVE
-from halitool.models.hali import collapse_indicator, collapse_tensors
-from halitool.visualize import class_kept, per_image_mse, save_grid
+from halitool.models.hali import collapse_tensors
+from halitool.progress import SILENT, Progress
+from halitool.runtime import hardware, resolve_device
+from halitool.training_state import (
+    METRICS_FILE,
+    MODEL_FILE,
+    STATE_FILE,
+    STATE_JSON,
+    load_state,
+    save_state,
+    truncate_metrics,
+)
+from halitool.validation import evaluate, validation_criterion, validation_split
 
-MODEL_FILE = "model.safetensors"
-STATE_FILE = "state.safetensors"
-STATE_JSON = "state.json"
-METRICS_FILE = "metrics.jsonl"
 # Options that define a run: a resumed run must use the same values.
-RUN_DEFINING = ("data", "arch", "levels", "batch_size", "lr", "lr_d", "beta1", "beta2", "seed", "precision",
+RUN_DEFINING = ("data", "arch", "n_levels", "batch_size", "lr", "lr_d", "beta1", "beta2", "seed", "precision",
                 "objective", "val_size", "keep", "labels", "label_seed", "ema")
-KEEP = ("last", "best")
 DEFAULT_LR = 3e-4
 SEMI_SUPERVISED_LR = 1e-3  # the semi-supervised recipe's learning rate and weight average (docs/semisup.md)
 SEMI_SUPERVISED_EMA = 0.999
-# The few-label watch number: labelled images per class in each draw from the validation slice, and the draws.
-FEW_LABELS_PER_CLASS = 10
-FEW_LABEL_DRAWS = 3
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ class TrainOptions:
     data: str
     out: Path
     arch: str = "mnist"
-    levels: int = 2
+    n_levels: int = 2
     epochs: float | None = None  # None and steps None: one epoch
     steps: int | None = None  # total steps of the run (resumed runs count from the start)
     batch_size: int = 100
@@ -87,163 +88,6 @@ class TrainOptions:
         """The levers: those given, the rest from the recommended objective (semi-supervised: its own preset)."""
         preset = SEMI_SUPERVISED_OBJECTIVE if self.labels is not None else RECOMMENDED_OBJECTIVE
         return {**preset, **self.objective}
-
-
-class Distributed:
-    """Data parallelism under ``torchrun``: each process takes a slice of every batch, gradients are averaged
-    and batch-norm statistics are taken from rank 0, so every process holds the same weights. Rank 0 alone
-    writes files. Without torchrun (WORLD_SIZE unset or 1) every method is a no-op.
-    """
-
-    def __init__(self, device: torch.device):
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        if self.world > 1:
-            import torch.distributed as dist
-
-            if not dist.is_initialized():
-                dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-            self.dist = dist
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def average(self, tensors: list[torch.Tensor]) -> None:
-        if self.world > 1:
-            for t in tensors:
-                self.dist.all_reduce(t)
-                t.div_(self.world)
-
-    def sync_buffers(self, model: torch.nn.Module) -> None:
-        if self.world > 1:
-            for buffer in model.buffers():
-                self.dist.broadcast(buffer, 0)
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            self.dist.barrier()
-
-    def close(self) -> None:
-        if self.world > 1 and self.dist.is_initialized():
-            self.dist.destroy_process_group()
-
-
-# ------------------------------------------------------------------------------------------ training state
-def _save_state(out: Path, step: int, seconds: float, opts: TrainOptions, model: HALI, opt_d, opt_g,
-                legs: list[dict], best: dict | None = None, averaged: HALI | None = None) -> None:
-    """Everything ``--resume`` needs in ONE atomically replaced file: the weights, the optimisers, the RNG and
-    the step (as metadata). The model and state files are separate renames, so a kill can fall between them;
-    resuming from this file alone never mixes two steps. ``state.json`` is a readable copy of the metadata."""
-    from safetensors.torch import save
-
-    tensors = {f"model.{k}": v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
-    if averaged is not None:
-        tensors.update({f"ema.{k}": v.detach().to("cpu", copy=True).contiguous()
-                        for k, v in averaged.state_dict().items()})
-    tensors["rng.torch"] = torch.get_rng_state()
-    if torch.cuda.is_available():
-        for i, s in enumerate(torch.cuda.get_rng_state_all()):
-            tensors[f"rng.cuda.{i}"] = s
-    groups = {}
-    for key, opt in (("opt_d", opt_d), ("opt_g", opt_g)):
-        sd = opt.state_dict()
-        for idx, pstate in sd["state"].items():
-            for name, value in pstate.items():
-                tensors[f"{key}.{idx}.{name}"] = torch.as_tensor(value).detach().to("cpu", copy=True).contiguous()
-        groups[key] = sd["param_groups"]
-    doc = {"step": step, "seconds": seconds, "options": _options_json(opts), "legs": legs, "param_groups": groups,
-           "best": best}
-    atomic_write_bytes(out / STATE_FILE, save(tensors, metadata={"state": json.dumps(doc)}), check=False)
-    atomic_write_bytes(out / STATE_JSON, (json.dumps(doc, indent=1) + "\n").encode(), check=False)
-
-
-def _load_state(out: Path, model: HALI, opt_d, opt_g, device: torch.device, averaged: HALI | None = None
-                ) -> tuple[int, float, dict, list[dict], dict | None]:
-    """(step, seconds, options, legs, best snapshot) of the saved run, with the weights, optimisers and RNG restored."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(out / STATE_FILE), framework="pt", device="cpu") as f:
-            metadata = f.metadata() or {}
-            tensors = {name: f.get_tensor(name) for name in f.keys()}
-        doc = json.loads(metadata["state"]) if "state" in metadata else json.loads((out / STATE_JSON).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise BadInputError(f"{out}: cannot read the training state for --resume: {exc}") from None
-    except Exception as exc:  # noqa: BLE001  safetensors' own error types
-        raise BadInputError(f"{out / STATE_FILE}: corrupt training state: {exc}") from None
-    weights = {k[len("model."):]: v.to(device) for k, v in tensors.items() if k.startswith("model.")}
-    if not weights:  # a state file written before the weights moved into it: use the checkpoint, if it matches
-        from safetensors.torch import load_file
-
-        try:
-            weights = {k: v.to(device) for k, v in load_file(str(out / MODEL_FILE)).items()}
-            with safe_open(str(out / MODEL_FILE), framework="pt", device="cpu") as f:
-                steps = json.loads((f.metadata() or {}).get("training", "{}")).get("steps")
-        except Exception as exc:  # noqa: BLE001
-            raise BadInputError(f"{out / MODEL_FILE}: not a readable safetensors file: {exc}") from None
-        if steps != doc["step"]:
-            raise BadInputError(f"{out}: {MODEL_FILE} is of step {steps} but the training state of step "
-                                f"{doc['step']} (a run stopped between the two writes); start over with --force")
-    load_state_strict(out / STATE_FILE, model, weights)
-    if averaged is not None:
-        load_state_strict(out / STATE_FILE, averaged,
-                          {k[len("ema."):]: v.to(device) for k, v in tensors.items() if k.startswith("ema.")})
-    for key, opt in (("opt_d", opt_d), ("opt_g", opt_g)):
-        state: dict[int, dict] = {}
-        for name, value in tensors.items():
-            if name.startswith(key + "."):
-                _, idx, field_name = name.split(".", 2)
-                state.setdefault(int(idx), {})[field_name] = value
-        opt.load_state_dict({"state": state, "param_groups": doc["param_groups"][key]})
-    torch.set_rng_state(tensors["rng.torch"])
-    if torch.cuda.is_available():
-        cuda = [tensors[k] for k in sorted(k for k in tensors if k.startswith("rng.cuda."))]
-        if len(cuda) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(cuda)
-    # A state written before legs were recorded knows only the command of its last leg, not where that began.
-    legs = doc.get("legs") or [{"from_step": None, "command": doc["options"].get("command", "")}]
-    return int(doc["step"]), float(doc["seconds"]), doc["options"], legs, doc.get("best")
-
-
-@torch.no_grad()
-def _update_average(averaged: HALI, model: HALI, decay: float, step: int) -> None:
-    """One step of the weights' exponential moving average (Polyak averaging, as the semi-supervised GAN
-    evaluated with), with the usual warm-up so that the first steps do not weigh the initialisation; buffers
-    (batch-norm statistics) are copied."""
-    rate = 1.0 - min(decay, (1.0 + step) / (10.0 + step))
-    torch._foreach_lerp_(list(averaged.parameters()), list(model.parameters()), rate)
-    for mine, theirs in zip(averaged.buffers(), model.buffers()):
-        mine.copy_(theirs)
-
-
-@torch.no_grad()
-def recalibrate_decoders(model: HALI, x: torch.Tensor, batch_size: int = 500) -> None:
-    """Recompute the decoders' batch-norm statistics as the exact average over the reconstruction path of the
-    images ``x`` (each level decoded from the posterior means), the path reconstruct and interpolate use.
-
-    The weights' moving average needs it: its copied running statistics belong to the raw weights, and those
-    mix generative with reconstruction batches (measured on the 100-label model: level-1 validation MSE 0.048
-    in eval mode against 0.006 after recalibration). Encoders and discriminator are untouched, so the
-    classifier's outputs do not change."""
-    norms = [m for m in model.decoders.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    if not norms:
-        return
-    was_training = model.training
-    model.eval()
-    momenta = [m.momentum for m in norms]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # a cumulative average over the batches below
-        m.train()
-    for i in range(0, len(x), batch_size):
-        zs = model.encode(x[i: i + batch_size].to(model.device))
-        for level in model.level_names:
-            model.decode(level, zs[level])
-    for m, momentum in zip(norms, momenta):
-        m.momentum = momentum
-        m.eval()
-    model.train(was_training)
 
 
 def _init_from(model: HALI, checkpoint: str) -> dict:
@@ -283,7 +127,8 @@ def _write_grids(model: HALI, out: Path, step: int, x_show: torch.Tensor, seed: 
 
 
 # ------------------------------------------------------------------------------------------------- train
-def _check_out(opts: TrainOptions) -> None:
+def check_options(opts: TrainOptions) -> None:
+    """Every option checked before the run folder is touched."""
     out = opts.out
     if out.exists() and not out.is_dir():
         raise UsageError(f"{out}: exists and is not a folder")
@@ -299,8 +144,8 @@ def _check_out(opts: TrainOptions) -> None:
         raise UsageError("--epochs and --steps cannot be used together")
     if opts.batch_size < 1:
         raise UsageError("--batch-size must be at least 1")
-    if opts.precision not in ("fp32", "bf16"):
-        raise UsageError(f"--precision must be fp32 or bf16, not {opts.precision!r}")
+    if opts.precision not in PRECISIONS:
+        raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}, not {opts.precision!r}")
     # Checked here, before the run folder is made: later they would fail as bad input or deep inside torch.
     if opts.epochs is not None and not (math.isfinite(opts.epochs) and opts.epochs > 0):
         raise UsageError(f"--epochs must be a positive number, not {opts.epochs}")
@@ -325,327 +170,285 @@ def _check_out(opts: TrainOptions) -> None:
         raise UsageError(f"--keep {opts.keep} selects by the validation slice: it needs --val-size above 0")
     if opts.labels is not None and opts.labels < 1:
         raise UsageError(f"--labels must be at least 1, not {opts.labels}")
-    if opts.arch in ARCHITECTURES and not 1 <= opts.levels <= ARCHITECTURES[opts.arch].max_levels:
-        raise UsageError(f"--levels: architecture {opts.arch!r} has 1 to {ARCHITECTURES[opts.arch].max_levels} "
-                         f"levels, not {opts.levels}")
+    if opts.arch in ARCHITECTURES and not 1 <= opts.n_levels <= ARCHITECTURES[opts.arch].max_levels:
+        raise UsageError(f"--n-levels: architecture {opts.arch!r} has 1 to {ARCHITECTURES[opts.arch].max_levels} "
+                         f"levels, not {opts.n_levels}")
 
 
-def train(opts: TrainOptions, console: Console | None = None) -> dict:
-    """Train (or resume) a run in ``opts.out``; returns a summary. Raises HalitoolError on divergence."""
-    console = console or default_console()
-    _check_out(opts)
+def train(opts: TrainOptions, progress: Progress = SILENT) -> dict:
+    """Train (or resume) a run in ``opts.out``; returns a summary. Raises HalitoolError on divergence.
+
+    Under torchrun every process trains on its slice of each batch; rank 0 alone writes files and reports."""
+    check_options(opts)
     device = resolve_device(opts.device)
-    ddp = Distributed(device)
+    group = process_group(device)
     try:
-        summary = _train(opts, console, device, ddp)
+        summary = _Run(opts, device, group).loop(progress if group.main else SILENT)
         # Tear the process group down only once every rank is done (rank 0 writes the last checkpoint while the
         # others would already be destroying the group; gloo then aborts a rank at exit).
-        ddp.barrier()
+        group.barrier()
         return summary
     finally:
-        ddp.close()
+        group.close()
 
 
-def default_val_size(n_train: int) -> int:
-    """1,000 images, or a tenth of a smaller train split."""
-    return min(1000, n_train // 10)
+class _Run:
+    """One invocation of ``train``: the data, the model with its optimisers and weight average, and the state of
+    the loop (step, elapsed seconds, best snapshot, last evaluation). Each method is one step of the run."""
 
+    def __init__(self, opts: TrainOptions, device: torch.device, group: ProcessGroup):
+        self.opts, self.device, self.group, self.out = opts, device, group, opts.out
+        self._open_data()
+        self._build_model()
+        self._start_or_resume()
+        self._prepare_validation()
+        self.training = self._provenance()
+        # Training images (never the validation slice) whose reconstructions set the average's decoder statistics.
+        self.x_calibrate = (images_to_input(self.ds.images(self.train_idx[:2000]), device)
+                            if self.averaged is not None else None)
+        self.calibrated_at: int | None = None  # the step whose weights the average's statistics were computed for
+        self.last_good = self.step if opts.resume else None  # the step of the last checkpoint written
+        self.last_eval: dict | None = None
+        self.start_time = time.perf_counter()
 
-def validation_split(train_idx: np.ndarray, val_size: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """(rows to train on, validation rows): the last ``val_size`` rows of the train split are held out
-    (:func:`default_val_size` when None).
+    # ------------------------------------------------------------------------------------------- set-up
+    def _open_data(self) -> None:
+        opts = self.opts
+        self.ds = ds = open_dataset(opts.data)
+        all_train = ds.indices("train")
+        if len(all_train) == 0:
+            raise BadInputError(f"{opts.data}: the data set has no training images")
+        self.train_idx, self.val_idx = validation_split(all_train, opts.val_size)
+        if opts.keep != "last" and len(self.val_idx) == 0:
+            raise UsageError(f"--keep {opts.keep} needs a validation slice; {opts.data} has only {len(all_train)} "
+                             "training images (give --val-size)")
+        self.labelled = _labelled_draw(ds, all_train, self.val_idx, opts) if opts.labels is not None else None
+        self.config = ModelConfig(arch=opts.arch, n_levels=opts.n_levels,
+                                  n_classes=len(self.labelled.class_values) if self.labelled else 0,
+                                  **opts.model_objective)
+        if tuple(ds.image_shape) != tuple(self.config.architecture.image_shape):
+            raise BadInputError(f"{opts.data}: images are {tuple(ds.image_shape)} but architecture {opts.arch!r} "
+                                f"expects {tuple(self.config.architecture.image_shape)}")
+        self.batch_size = min(opts.batch_size, len(self.train_idx))
+        self.steps_per_epoch = len(self.train_idx) // self.batch_size  # full batches: batch norm sees equal sizes
+        if self.batch_size % self.group.world:
+            raise UsageError(f"--batch-size {self.batch_size} is not divisible by the {self.group.world} torchrun "
+                             "processes")
+        self.total = (opts.steps if opts.steps is not None
+                      else max(1, round((opts.epochs or 1.0) * self.steps_per_epoch)))
 
-    Training, evaluation during training and snapshot selection read only these two sets, never another split.
-    """
-    if val_size is None:
-        val_size = default_val_size(len(train_idx))
-    if val_size >= len(train_idx):
-        raise BadInputError(f"--val-size {val_size} leaves no training images of {len(train_idx)}")
-    cut = len(train_idx) - val_size
-    return train_idx[:cut], train_idx[cut:]
+    def _build_model(self) -> None:
+        opts = self.opts
+        if self.group.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(opts.seed)
+        self.model = model = build_model(self.config).to(self.device)
+        model.train()
+        self.lr_d = opts.lr_d if opts.lr_d is not None else opts.lr
+        self.opt_d = torch.optim.Adam(model.discriminator.parameters(), lr=self.lr_d, betas=(opts.beta1, opts.beta2))
+        self.opt_g = torch.optim.Adam(model.generator_parameters(), lr=opts.lr, betas=(opts.beta1, opts.beta2))
+        self.d_params = list(model.discriminator.parameters())
+        self.g_params = model.generator_parameters()
+        # The weights' moving average (--ema): what evaluation, pictures and the checkpoint use; training moves
+        # the raw weights.
+        self.averaged = copy.deepcopy(model).eval() if opts.ema else None
+        self.released = self.averaged if self.averaged is not None else model  # evaluated, pictured and saved
 
-
-def validation_criterion(evaluation: dict) -> float:
-    """What ``--keep best`` minimises: the pixel MSE of the top level's reconstruction on the validation slice.
-
-    It reads no labels, so selecting by it leaks nothing into label-based evaluations (semisup with 100 labels);
-    the top level is the one that must hold the image's content through the narrowest code. (The few-label
-    linear error is logged beside it but is no criterion: an untrained network's random features already score
-    well on it, so minimising it picks snapshots that have learnt nothing.)"""
-    return list(evaluation["levels"].values())[-1]["mse"]  # levels in chain order: the last is the top
-
-
-def few_label_linear_error(features: np.ndarray, labels: np.ndarray, seed: int = 0) -> float | None:
-    """A watch number for the class structure of a level: the mean error over :data:`FEW_LABEL_DRAWS` seeded
-    draws of a logistic regression (C = 1, features
-    standardised on the slice) fitted on :data:`FEW_LABELS_PER_CLASS` images per class of the slice and scored on
-    the rest; None when a class has too few images. The draws depend only on ``labels`` and ``seed``, so every
-    evaluation of a run uses the same ones."""
-    from sklearn.linear_model import LogisticRegression
-
-    classes, counts = np.unique(labels, return_counts=True)
-    if len(classes) < 2 or counts.min() <= FEW_LABELS_PER_CLASS:
-        return None
-    x = (features - features.mean(axis=0)) / np.maximum(features.std(axis=0), 1e-8)
-    errors = []
-    for draw in range(FEW_LABEL_DRAWS):
-        rng = np.random.default_rng([seed, draw])
-        chosen = np.concatenate([rng.choice(np.flatnonzero(labels == c), FEW_LABELS_PER_CLASS, replace=False)
-                                 for c in classes])
-        rest = np.setdiff1d(np.arange(len(labels)), chosen)
-        fit = LogisticRegression(C=1.0, max_iter=1000).fit(x[chosen], labels[chosen])
-        errors.append(float((fit.predict(x[rest]) != labels[rest]).mean()))
-    return float(np.mean(errors))
-
-
-@torch.no_grad()
-def evaluate(model: HALI, x_val: torch.Tensor, labels: np.ndarray | None, classifier, batch_size: int = 500,
-             class_values: np.ndarray | None = None) -> dict:
-    """Per level, on the validation images: pixel MSE and (with a classifier) the class kept by the
-    posterior-mean reconstruction; each level's collapse indicator (spread and std of the posterior); and, with
-    labels, the level's few-label linear error (:func:`few_label_linear_error`). A semi-supervised model with
-    labels also gets ``classifier_error``, the % of images its own classifier gets wrong (``class_values``:
-    the label of each of its K outputs)."""
-    was_training = model.training
-    model.eval()
-    mse = {level: 0.0 for level in model.level_names}
-    predicted = {level: [] for level in model.level_names}
-    posterior = {level: ([], []) for level in model.level_names}
-    own = []  # the semi-supervised model's own predictions
-    for i in range(0, len(x_val), batch_size):
-        x = x_val[i: i + batch_size].to(model.device)
-        stats = model.encode_stats(x)  # posterior means fed upward: what reconstruct() decodes from
-        if model.config.n_classes and labels is not None:
-            means = {level: mean for level, (mean, _) in stats.items()}
-            own.append(model.classify(x, means).argmax(dim=1).cpu().numpy())
-        for level, (mean, logvar) in stats.items():
-            posterior[level][0].append(mean.float().cpu())
-            posterior[level][1].append(logvar.float().cpu())
-        for level in model.level_names:
-            x_rec = model.decode(level, stats[level][0])
-            mse[level] += float(per_image_mse(x_rec, x).sum())
-            if classifier is not None:
-                predicted[level].append(classifier.predict(x_rec).cpu().numpy())
-    model.train(was_training)
-    out = {"images": int(len(x_val)), "levels": {}}
-    if own:
-        out["classifier_error"] = 100.0 * float((class_values[np.concatenate(own)] != labels).mean())
-    for level in model.level_names:
-        means = torch.cat(posterior[level][0])
-        spread, std = collapse_indicator(means, torch.cat(posterior[level][1]))
-        out["levels"][level] = {
-            "mse": mse[level] / max(1, len(x_val)),
-            "class_kept": class_kept(np.concatenate(predicted[level]), labels) if classifier is not None else None,
-            "spread": spread, "std": std,
-            "few_label_error": (few_label_linear_error(means.flatten(1).numpy(), labels)
-                                if labels is not None else None),
-        }
-    return out
-
-
-def _train(opts: TrainOptions, console: Console, device: torch.device, ddp: Distributed) -> dict:
-    ds = open_dataset(opts.data)
-    all_train = ds.indices("train")
-    if len(all_train) == 0:
-        raise BadInputError(f"{opts.data}: the data set has no training images")
-    train_idx, val_idx = validation_split(all_train, opts.val_size)
-    if opts.keep != "last" and len(val_idx) == 0:
-        raise UsageError(f"--keep {opts.keep} needs a validation slice; {opts.data} has only {len(all_train)} "
-                         "training images (give --val-size)")
-    labelled = _labelled_draw(ds, all_train, val_idx, opts) if opts.labels is not None else None
-    config = ModelConfig(arch=opts.arch, levels=opts.levels, n_classes=len(labelled.class_values) if labelled else 0,
-                         **opts.model_objective)
-    if tuple(ds.image_shape) != tuple(config.architecture.image_shape):
-        raise BadInputError(f"{opts.data}: images are {tuple(ds.image_shape)} but architecture {opts.arch!r} "
-                            f"expects {tuple(config.architecture.image_shape)}")
-    batch_size = min(opts.batch_size, len(train_idx))
-    steps_per_epoch = len(train_idx) // batch_size  # full batches only: batch norm sees equal-sized batches
-    if batch_size % ddp.world:
-        raise UsageError(f"--batch-size {batch_size} is not divisible by the {ddp.world} torchrun processes")
-    total = opts.steps if opts.steps is not None else max(1, round((opts.epochs or 1.0) * steps_per_epoch))
-
-    out = opts.out
-    if ddp.main:
-        out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(opts.seed)
-    model = build_model(config).to(device)
-    model.train()
-    lr_d = opts.lr_d if opts.lr_d is not None else opts.lr
-    opt_d = torch.optim.Adam(model.discriminator.parameters(), lr=lr_d, betas=(opts.beta1, opts.beta2))
-    opt_g = torch.optim.Adam(model.generator_parameters(), lr=opts.lr, betas=(opts.beta1, opts.beta2))
-    d_params = list(model.discriminator.parameters())
-    g_params = model.generator_parameters()
-
-    # The weights' moving average (--ema): what evaluation, pictures and the checkpoint use; training moves `model`.
-    averaged = copy.deepcopy(model).eval() if opts.ema else None
-    best: dict | None = None  # {"step", "criterion"} of the snapshot --keep best holds
-    initialised_from = None
-    if opts.resume:
-        step, seconds_before, saved, legs, best = _load_state(out, model, opt_d, opt_g, device, averaged)
-        now = _options_json(opts)
-        changed = [k for k in RUN_DEFINING if saved.get(k) != now.get(k)]
-        if changed:
-            raise UsageError(f"{out}: --resume needs the options of the original run; changed: "
-                             + ", ".join(f"{k} {saved.get(k)!r} -> {now.get(k)!r}" for k in changed))
-        if ddp.main:
-            _truncate_metrics(out / METRICS_FILE, step)
-    else:
-        step, seconds_before, legs = 0, 0.0, []
-        if ddp.main:
-            for stale in (METRICS_FILE, STATE_FILE, STATE_JSON):
-                (out / stale).unlink(missing_ok=True)
-        first = train_idx[: min(len(train_idx), 10000)]
-        model.init_pixel_bias(images_to_input(ds.images(first), device).mean(dim=0))
-        if opts.init_from is not None:
-            initialised_from = _init_from(model, opts.init_from)
-        if averaged is not None:
-            averaged.load_state_dict(model.state_dict())
-
-    # Every command that trained this run, in order, with the step it started from (the checkpoint's provenance).
-    legs = [*legs, {"from_step": step, "command": opts.command}]
-    if ddp.world > 1:
-        # Same weights everywhere, different noise and dropout per process (and per resumed segment).
-        torch.manual_seed(int(np.random.default_rng([opts.seed, ddp.rank, step]).integers(2**62)))
-    x_show = images_to_input(ds.images(train_idx[:10]), device)
-    x_val = images_to_input(ds.images(val_idx), "cpu") if len(val_idx) else None
-    val_labels = ds.labels[val_idx] if ds.labels is not None and len(val_idx) else None
-    classifier = None
-    if ddp.main and val_labels is not None:
-        from halitool.reference import reference_classifier
-
-        # Trained on the train split's real images only (cached): judges whether reconstructions keep the class.
-        with torch.random.fork_rng(devices=[]):
-            classifier = reference_classifier(ds, device=device, console=console)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=opts.precision == "bf16")
-    training = {
-        "data": opts.data, "split": "train", "n_train": int(len(train_idx)), "batch_size": batch_size,
-        "validation": {"rows": "last of the train split", "n": int(len(val_idx)),
-                       "first_index": int(val_idx[0]) if len(val_idx) else None},
-        "steps_per_epoch": steps_per_epoch, "lr": opts.lr, "lr_d": lr_d, "betas": [opts.beta1, opts.beta2],
-        "seed": opts.seed, "precision": opts.precision, "objective": config.objective, "keep": opts.keep,
-        "device": str(device), "hardware": hardware(device), "halitool_version": __version__,
-        "torch_version": torch.__version__, "command": opts.command, "legs": legs, "processes": ddp.world,
-    }
-    preprocessing = {**ds.preprocessing, "image_shape": list(ds.image_shape), "model_input_range": [0, 1]}
-    classifier_section = labelled.section if labelled else None
-    class_values = labelled.class_values if labelled else None
-    if labelled:
-        training["labelled"] = labelled.section["labelled"]
-    if initialised_from:
-        training["initialised_from"] = initialised_from
-    if averaged is not None:
-        training["ema"] = {"decay": opts.ema, "warm-up": "decay min(ema, (1 + step) / (10 + step))"}
-    released = averaged if averaged is not None else model  # what is evaluated, pictured and saved
-    # Training images (never the validation slice) whose reconstructions set the average's decoder statistics.
-    x_calibrate = images_to_input(ds.images(train_idx[:2000]), device) if averaged is not None else None
-
-    calibrated_at = None  # the step whose weights the average's decoder statistics were recomputed for
-
-    def ready_to_release() -> None:
-        nonlocal calibrated_at
-        if averaged is not None and calibrated_at != step:
-            recalibrate_decoders(averaged, x_calibrate)
-            calibrated_at = step
-    start_time = time.perf_counter()
-    last_good = step if opts.resume else None
-    window: dict[str, list[float]] = {}
-    last_eval: dict | None = None
-
-    def seconds() -> float:
-        return seconds_before + time.perf_counter() - start_time
-
-    def checkpoint(metrics: dict) -> None:
-        nonlocal last_good, last_eval, best
-        ready_to_release()
-        if x_val is not None and (last_eval is None or last_eval["step"] != step):
-            last_eval = {"step": step, **evaluate(released, x_val, val_labels, classifier, class_values=class_values)}
-        metrics = {**metrics, **({"validation": last_eval} if last_eval else {})}
-        info = {**training, "steps": step, "epochs": step / steps_per_epoch, "seconds": round(seconds(), 3),
-                "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-        if opts.keep == "best":
-            score = validation_criterion(last_eval)
-            if best is None or score < best["criterion"]:
-                best = {"step": step, "criterion": score}
-                save_checkpoint(out / MODEL_FILE, released, preprocessing=preprocessing,
-                                training={**info, "selected": {"by": "lowest top-level validation MSE", **best}},
-                                metrics=metrics, classifier=classifier_section)
+    def _start_or_resume(self) -> None:
+        opts, out, model = self.opts, self.out, self.model
+        self.best: dict | None = None  # {"step", "criterion"} of the snapshot --keep best holds
+        self.initialised_from = None
+        if opts.resume:
+            self.step, self.seconds_before, saved, legs, self.best = load_state(
+                out, model, self.opt_d, self.opt_g, self.device, self.averaged)
+            now = _options_json(opts)
+            changed = [k for k in RUN_DEFINING if saved.get(k, saved.get("levels") if k == "n_levels" else None)
+                       != now.get(k)]
+            if changed:
+                raise UsageError(f"{out}: --resume needs the options of the original run; changed: "
+                                 + ", ".join(f"{k} {saved.get(k)!r} -> {now.get(k)!r}" for k in changed))
+            if self.group.main:
+                truncate_metrics(out / METRICS_FILE, self.step)
         else:
-            save_checkpoint(out / MODEL_FILE, released, preprocessing=preprocessing, training=info, metrics=metrics,
-                            classifier=classifier_section)
-        _save_state(out, step, seconds(), opts, model, opt_d, opt_g, legs, best, averaged)
-        last_good = step
+            self.step, self.seconds_before, legs = 0, 0.0, []
+            if self.group.main:
+                for stale in (METRICS_FILE, STATE_FILE, STATE_JSON):
+                    (out / stale).unlink(missing_ok=True)
+            first = self.train_idx[: min(len(self.train_idx), 10000)]
+            model.init_pixel_bias(images_to_input(self.ds.images(first), self.device).mean(dim=0))
+            if opts.init_from is not None:
+                self.initialised_from = _init_from(model, opts.init_from)
+            if self.averaged is not None:
+                self.averaged.load_state_dict(model.state_dict())
+        # Every command that trained this run, in order, with the step it started from (the checkpoint's provenance).
+        self.legs = [*legs, {"from_step": self.step, "command": opts.command}]
+        if self.group.world > 1:
+            # Same weights everywhere, different noise and dropout per process (and per resumed segment).
+            torch.manual_seed(int(np.random.default_rng([opts.seed, self.group.rank, self.step]).integers(2**62)))
 
-    last_metrics: dict = {}
-    bar = progress(console if ddp.main else make_console(quiet=True), TextColumn("{task.fields[losses]}"))
-    with bar, open(out / METRICS_FILE, "a") if ddp.main else open(os.devnull, "w") as log:
-        task = bar.add_task("training", total=total, completed=step, losses="")
-        while step < total:
-            epoch, pos = divmod(step, steps_per_epoch)
-            order = np.random.default_rng([opts.seed, epoch]).permutation(train_idx)
-            idx = order[pos * batch_size: (pos + 1) * batch_size][ddp.rank:: ddp.world]
-            x = images_to_input(ds.images(idx), device)
-            shown = None
-            if labelled is not None:
-                # As many labelled images as unlabelled ones, drawn with replacement from the N (per step, so a
-                # resumed run draws the same ones).
-                pick = np.random.default_rng([opts.seed, 1, step]).integers(0, len(labelled.rows), batch_size)
-                pick = pick[ddp.rank:: ddp.world]
-                shown = (images_to_input(ds.images(labelled.rows[pick]), device),
-                         torch.as_tensor(labelled.targets[pick], device=device))
-            with autocast:
-                losses = model.losses(x, shown)
-            watched = _step_values(losses)
-            names = list(watched)
-            logged = torch.stack([watched[k] for k in names])  # on the device: one host sync for all of them
-            ddp.average([logged])  # every process sees the same values, so all stop together on NaN
-            values = dict(zip(names, logged.tolist()))
-            bad = {k: v for k, v in values.items() if k in LOSS_NAMES and not math.isfinite(v)}
-            if bad:
-                kept = (f"the last good checkpoint {out / MODEL_FILE} (step {last_good}) is kept"
-                        if last_good is not None else "no checkpoint was written")
-                raise HalitoolError(f"{out}: training diverged at step {step + 1}: "
-                                    + ", ".join(f"{k} = {v}" for k, v in bad.items()) + f"; {kept}")
-            d_grads = torch.autograd.grad(losses["d_loss"], d_params, retain_graph=True)
-            g_grads = torch.autograd.grad(losses["g_loss"], g_params)
-            ddp.average([*d_grads, *g_grads])
-            for p, g in zip(d_params, d_grads):
-                p.grad = g
-            for p, g in zip(g_params, g_grads):
-                p.grad = g
-            # ALI: both players move on the same batch, from the same forward pass.
-            opt_d.step()
-            opt_g.step()
-            ddp.sync_buffers(model)
-            step += 1
-            if averaged is not None:
-                _update_average(averaged, model, opts.ema, step)
-            for k, v in values.items():
-                window.setdefault(k, []).append(v)
-            bar.update(task, advance=1, losses=_progress_line(values, last_eval))
-            evaluated = False
-            if ddp.main and x_val is not None and (step % opts.eval_every == 0 or step == total):
-                ready_to_release()
-                last_eval = {"step": step, **evaluate(released, x_val, val_labels, classifier, class_values=class_values)}
-                evaluated = True
-            if step % opts.log_every == 0 or step == total or evaluated:
-                last_metrics = {k: float(np.mean(v)) for k, v in window.items()}
-                record = {"step": step, "epoch": round(step / steps_per_epoch, 4), **last_metrics,
-                          "seconds": round(seconds(), 3)}
+    def _prepare_validation(self) -> None:
+        ds, val_idx = self.ds, self.val_idx
+        self.x_show = images_to_input(ds.images(self.train_idx[:10]), self.device)
+        self.x_val = images_to_input(ds.images(val_idx), "cpu") if len(val_idx) else None
+        self.val_labels = ds.labels[val_idx] if ds.labels is not None and len(val_idx) else None
+        self.classifier = None
+        if self.group.main and self.val_labels is not None:
+            from halitool.reference import reference_classifier
+
+            # Trained on the train split's real images only (cached): judges whether reconstructions keep the class.
+            with torch.random.fork_rng(devices=[]):
+                self.classifier = reference_classifier(ds, device=self.device)
+
+    def _provenance(self) -> dict:
+        """The checkpoint's ``training`` metadata, less what changes with each save (steps, seconds, date)."""
+        opts, val_idx = self.opts, self.val_idx
+        training = {
+            "data": opts.data, "split": "train", "n_train": int(len(self.train_idx)), "batch_size": self.batch_size,
+            "validation": {"rows": "last of the train split", "n": int(len(val_idx)),
+                           "first_index": int(val_idx[0]) if len(val_idx) else None},
+            "steps_per_epoch": self.steps_per_epoch, "lr": opts.lr, "lr_d": self.lr_d,
+            "betas": [opts.beta1, opts.beta2], "seed": opts.seed, "precision": opts.precision,
+            "objective": self.config.objective, "keep": opts.keep, "device": str(self.device),
+            "hardware": hardware(self.device), "halitool_version": __version__, "torch_version": torch.__version__,
+            "command": opts.command, "legs": self.legs, "processes": self.group.world,
+        }
+        if self.labelled:
+            training["labelled"] = self.labelled.section["labelled"]
+        if self.initialised_from:
+            training["initialised_from"] = self.initialised_from
+        if self.averaged is not None:
+            training["ema"] = {"decay": opts.ema, "warm-up": "decay min(ema, (1 + step) / (10 + step))"}
+        return training
+
+    # -------------------------------------------------------------------------------------------- steps
+    def seconds(self) -> float:
+        return self.seconds_before + time.perf_counter() - self.start_time
+
+    def _batch(self) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
+        """This process's slice of the step's batch (a seeded permutation per epoch) and, semi-supervised, as
+        many labelled images as unlabelled ones, drawn with replacement from the N (per step, so that a resumed
+        run draws the same ones)."""
+        opts, group, ds = self.opts, self.group, self.ds
+        epoch, pos = divmod(self.step, self.steps_per_epoch)
+        order = np.random.default_rng([opts.seed, epoch]).permutation(self.train_idx)
+        idx = order[pos * self.batch_size: (pos + 1) * self.batch_size][group.rank:: group.world]
+        x = images_to_input(ds.images(idx), self.device)
+        if self.labelled is None:
+            return x, None
+        pick = np.random.default_rng([opts.seed, 1, self.step]).integers(0, len(self.labelled.rows), self.batch_size)
+        pick = pick[group.rank:: group.world]
+        return x, (images_to_input(ds.images(self.labelled.rows[pick]), self.device),
+                   torch.as_tensor(self.labelled.targets[pick], device=self.device))
+
+    def _update(self, x: torch.Tensor, shown) -> dict[str, float]:
+        """One step of the game: losses, gradients averaged over the processes, both optimisers, the average.
+        Returns the step's logged values; a non-finite loss stops the run (the last checkpoint is kept)."""
+        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.opts.precision == "bf16")
+        with autocast:
+            losses = self.model.losses(x, shown)
+        watched = _step_values(losses)
+        names = list(watched)
+        logged = torch.stack([watched[k] for k in names])  # on the device: one host sync for all of them
+        self.group.average([logged])  # every process sees the same values, so all stop together on NaN
+        values = dict(zip(names, logged.tolist()))
+        bad = {k: v for k, v in values.items() if k in LOSS_NAMES and not math.isfinite(v)}
+        if bad:
+            kept = (f"the last good checkpoint {self.out / MODEL_FILE} (step {self.last_good}) is kept"
+                    if self.last_good is not None else "no checkpoint was written")
+            raise HalitoolError(f"{self.out}: training diverged at step {self.step + 1}: "
+                                + ", ".join(f"{k} = {v}" for k, v in bad.items()) + f"; {kept}")
+        d_grads = torch.autograd.grad(losses["d_loss"], self.d_params, retain_graph=True)
+        g_grads = torch.autograd.grad(losses["g_loss"], self.g_params)
+        self.group.average([*d_grads, *g_grads])
+        for p, g in zip(self.d_params, d_grads):
+            p.grad = g
+        for p, g in zip(self.g_params, g_grads):
+            p.grad = g
+        # ALI: both players move on the same batch, from the same forward pass.
+        self.opt_d.step()
+        self.opt_g.step()
+        self.group.broadcast_buffers(self.model)
+        self.step += 1
+        if self.averaged is not None:
+            update_average(self.averaged, self.model, self.opts.ema, self.step)
+        return values
+
+    def _ready_to_release(self) -> None:
+        """Before the released weights are evaluated, pictured or saved: the average's decoder statistics."""
+        if self.averaged is not None and self.calibrated_at != self.step:
+            recalibrate_decoders(self.averaged, self.x_calibrate)
+            self.calibrated_at = self.step
+
+    def _evaluate(self) -> dict:
+        """The validation numbers of the released weights at this step (computed once per step)."""
+        if self.last_eval is None or self.last_eval["step"] != self.step:
+            self._ready_to_release()
+            class_values = self.labelled.class_values if self.labelled else None
+            self.last_eval = {"step": self.step, **evaluate(self.released, self.x_val, self.val_labels,
+                                                            self.classifier, class_values=class_values)}
+        return self.last_eval
+
+    def _checkpoint(self, metrics: dict) -> None:
+        """Write model.safetensors (every time, or when --keep best finds a better snapshot) and the state."""
+        opts, out, step = self.opts, self.out, self.step
+        self._ready_to_release()
+        evaluation = self._evaluate() if self.x_val is not None else None
+        metrics = {**metrics, **({"validation": evaluation} if evaluation else {})}
+        info = {**self.training, "steps": step, "epochs": step / self.steps_per_epoch,
+                "seconds": round(self.seconds(), 3), "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        section = self.labelled.section if self.labelled else None
+        if opts.keep == "best":
+            score = validation_criterion(evaluation)
+            if self.best is None or score < self.best["criterion"]:
+                self.best = {"step": step, "criterion": score}
+                save_checkpoint(out / MODEL_FILE, self.released, preprocessing=self._preprocessing(),
+                                training={**info, "selected": {"by": "lowest top-level validation MSE", **self.best}},
+                                metrics=metrics, classifier=section)
+        else:
+            save_checkpoint(out / MODEL_FILE, self.released, preprocessing=self._preprocessing(), training=info,
+                            metrics=metrics, classifier=section)
+        save_state(out, step, self.seconds(), _options_json(opts), self.model, self.opt_d, self.opt_g, self.legs,
+                   self.best, self.averaged)
+        self.last_good = step
+
+    def _preprocessing(self) -> dict:
+        return {**self.ds.preprocessing, "image_shape": list(self.ds.image_shape), "model_input_range": [0, 1]}
+
+    def loop(self, progress: Progress) -> dict:
+        """Steps until the total, with the periodic evaluation, log line, pictures and checkpoint."""
+        opts, main = self.opts, self.group.main
+        window: dict[str, list[float]] = {}
+        last_metrics: dict = {}
+        with progress.task("training", total=self.total, completed=self.step) as task, \
+                (open(self.out / METRICS_FILE, "a") if main else open(os.devnull, "w")) as log:
+            while self.step < self.total:
+                values = self._update(*self._batch())
+                step, last = self.step, self.step == self.total
+                for k, v in values.items():
+                    window.setdefault(k, []).append(v)
+                task.advance(1, info=_progress_line(values, self.last_eval))
+                evaluated = main and self.x_val is not None and (step % opts.eval_every == 0 or last)
                 if evaluated:
-                    record["validation"] = {k: v for k, v in last_eval.items() if k != "step"}
-                log.write(json.dumps(record) + "\n")
-                log.flush()
-                window.clear()
-            if ddp.main and (step % opts.sample_every == 0 or step == total):
-                ready_to_release()
-                _write_grids(released, out, step, x_show, opts.seed)
-            if ddp.main and (step % opts.checkpoint_every == 0 or step == total):
-                checkpoint(dict(last_metrics))
-    return {
-        "output": str(out / MODEL_FILE), "steps": step, "epochs": step / steps_per_epoch,
-        "seconds": round(seconds(), 3), "device": str(device), "metrics": last_metrics, "rank": ddp.rank,
-        "validation": last_eval, "best": best,
-    }
+                    self._evaluate()
+                if step % opts.log_every == 0 or last or evaluated:
+                    last_metrics = {k: float(np.mean(v)) for k, v in window.items()}
+                    record = {"step": step, "epoch": round(step / self.steps_per_epoch, 4), **last_metrics,
+                              "seconds": round(self.seconds(), 3)}
+                    if evaluated:
+                        record["validation"] = {k: v for k, v in self.last_eval.items() if k != "step"}
+                    log.write(json.dumps(record) + "\n")
+                    log.flush()
+                    window.clear()
+                if main and (step % opts.sample_every == 0 or last):
+                    self._ready_to_release()
+                    _write_grids(self.released, self.out, step, self.x_show, opts.seed)
+                if main and (step % opts.checkpoint_every == 0 or last):
+                    self._checkpoint(dict(last_metrics))
+        return {
+            "output": str(self.out / MODEL_FILE), "steps": self.step, "epochs": self.step / self.steps_per_epoch,
+            "seconds": round(self.seconds(), 3), "device": str(self.device), "metrics": last_metrics,
+            "rank": self.group.rank, "validation": self.last_eval, "best": self.best,
+        }
 
 
 LOSS_NAMES = ("d_loss", "g_loss", "adv", "fm", "ce", "entropy", "recon", "recon2", "cycle", "r1")
@@ -718,11 +521,3 @@ def _progress_line(values: dict, evaluation: dict | None) -> str:
             f"{level} {v['class_kept']:.0%}" if v["class_kept"] is not None else f"{level} mse {v['mse']:.4f}"
             for level, v in evaluation["levels"].items()))
     return " | ".join(parts)
-
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop metric lines logged after ``step`` (they belong to the part of the run being redone)."""
-    if not path.exists():
-        return
-    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
-    atomic_write_bytes(path, "".join(line + "\n" for line in keep).encode(), check=False)

@@ -1,9 +1,6 @@
-"""Image grids of what a HALI model does (reconstructions per level, samples, interpolations) and the
-fidelity metrics of its reconstructions (pixel MSE and ``class_kept`` per level; docs/fidelity.md).
-
-Grids are PNG files: images of ``H x W`` in ``nrow`` columns with a 1-pixel white border between and around
-them, so a grid of ``rows x nrow`` images is ``rows * (H + 1) + 1`` pixels high and ``nrow * (W + 1) + 1`` wide.
-"""
+"""The pipelines of ``halitool reconstruct``, ``sample`` and ``interpolate``: resolve the checkpoint, open the
+data, run the model, write a PNG grid (:mod:`halitool.grids`) and, for reconstructions, measure their fidelity
+(:mod:`halitool.fidelity`)."""
 
 from __future__ import annotations
 
@@ -13,112 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from rich.console import Console
 
-from halitool.console import default_console, progress
 from halitool.data import Dataset, open_dataset
 from halitool.errors import BadInputError, UsageError
-from halitool.fileio import atomic_path, check_output_path
+from halitool.fidelity import fidelity
+from halitool.fileio import check_output_path
+from halitool.grids import save_grid
 from halitool.models import HALI, images_to_input
-
-PAD = 1  # pixels of white between and around the images of a grid
-
-
-# ------------------------------------------------------------------------------------------------- grids
-def grid_array(images: np.ndarray, nrow: int, pad: int = PAD) -> np.ndarray:
-    """uint8 pixels of float images [n, C, H, W] in [0, 1] laid out in ``nrow`` columns: [h, w] or [h, w, C]."""
-    n, c, h, w = images.shape
-    rows = math.ceil(n / nrow)
-    grid = np.ones((c, rows * (h + pad) + pad, nrow * (w + pad) + pad), dtype=np.float32)
-    for i in range(n):
-        r, col = divmod(i, nrow)
-        top, left = pad + r * (h + pad), pad + col * (w + pad)
-        grid[:, top: top + h, left: left + w] = images[i]
-    arr = (np.clip(grid, 0, 1) * 255 + 0.5).astype(np.uint8)
-    return arr[0] if c == 1 else arr.transpose(1, 2, 0)
-
-
-def save_grid(path: Path, images: np.ndarray, nrow: int, *, check: bool = False, force: bool = False) -> Path:
-    """Write float images [n, C, H, W] in [0, 1] as one PNG grid of ``nrow`` columns, atomically.
-
-    With ``check`` an existing ``path`` is refused unless ``force`` (UsageError); without it, it is replaced.
-    """
-    from PIL import Image
-
-    img = Image.fromarray(grid_array(np.asarray(images, dtype=np.float32), nrow))
-    with atomic_path(Path(path), force=force, check=check) as tmp:
-        img.save(tmp, format="PNG")
-    return Path(path)
-
-
-# ------------------------------------------------------------------------------------------------ metrics
-@torch.no_grad()
-def reconstruction_mse(model: HALI, images: torch.Tensor, batch_size: int = 500) -> dict[str, float]:
-    """Mean squared pixel error (images in [0, 1]) of the posterior-mean reconstruction through each level."""
-    was_training = model.training
-    model.eval()
-    totals = {level: 0.0 for level in model.level_names}
-    for i in range(0, len(images), batch_size):
-        x = images[i: i + batch_size].to(model.device)
-        for level in model.level_names:
-            totals[level] += float(per_image_mse(model.reconstruct(x, level), x).sum())
-    model.train(was_training)
-    return {level: total / max(1, len(images)) for level, total in totals.items()}
-
-
-def per_image_mse(x_rec: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Mean squared pixel error of each image [n] (float32)."""
-    return ((x_rec.float() - x.float()) ** 2).flatten(1).mean(dim=1)
-
-
-def class_kept(predicted: np.ndarray, true_labels: np.ndarray) -> float:
-    """Fraction of reconstructions whose predicted class is the input's true class."""
-    predicted, true_labels = np.asarray(predicted), np.asarray(true_labels)
-    if predicted.shape != true_labels.shape:
-        raise ValueError(f"{predicted.shape} predictions for {true_labels.shape} labels")
-    return float((predicted == true_labels).mean()) if len(predicted) else float("nan")
-
-
-@torch.no_grad()
-def fidelity(model: HALI, ds: Dataset, idx: np.ndarray, classifier=None, batch_size: int = 500,
-             console: Console | None = None) -> dict:
-    """Per level: pixel MSE and, with a ``classifier`` (see :mod:`halitool.reference`), ``class_kept``, the
-    fraction of posterior-mean reconstructions assigned to the input's true class, and ``agreement``, the
-    fraction assigned to the class the classifier gives the input itself. Also ``reference_accuracy``, the
-    classifier's accuracy on the real images ``idx``. Without a classifier these are None.
-    """
-    console = console or default_console()
-    levels = model.level_names
-    mse = {level: 0.0 for level in levels}
-    kept = {level: 0 for level in levels}
-    agree = {level: 0 for level in levels}
-    correct = 0
-    device = model.device
-    bar = progress(console)
-    with bar:
-        task = bar.add_task("reconstructing", total=len(idx))
-        for rows, images in ds.iter_batches(idx, batch_size):
-            x = images_to_input(images, device)
-            truth = torch.from_numpy(ds.labels[rows]).to(device) if classifier is not None else None
-            if classifier is not None:
-                on_input = classifier.predict(x)
-                correct += int((on_input == truth).sum())
-            for level in levels:
-                x_rec = model.reconstruct(x, level)
-                mse[level] += float(per_image_mse(x_rec, x).sum())
-                if classifier is not None:
-                    on_rec = classifier.predict(x_rec)
-                    kept[level] += int((on_rec == truth).sum())
-                    agree[level] += int((on_rec == on_input).sum())
-            bar.update(task, advance=len(rows))
-    n = max(1, len(idx))
-    has = classifier is not None
-    return {
-        "levels": {level: {"mse": mse[level] / n,
-                           "class_kept": kept[level] / n if has else None,
-                           "agreement": agree[level] / n if has else None} for level in levels},
-        "reference_accuracy": correct / n if has else None,
-    }
+from halitool.progress import SILENT, Progress
 
 
 # ------------------------------------------------------------------------------------------ shared set-up
@@ -162,14 +61,13 @@ def _provenance(ckpt) -> dict:
 @torch.no_grad()
 def reconstruct(checkpoint: str, data_spec: str, output: Path, *, n: int = 16, split: str = "test", seed: int = 0,
                 limit: int | None = None, batch_size: int = 500, device: str = "auto", force: bool = False,
-                reference_settings=None, console: Console | None = None) -> dict:
+                reference_settings=None, progress: Progress = SILENT) -> dict:
     """Write a grid of ``n`` seeded-random images of ``split`` (first row) and their posterior-mean
     reconstructions through each level (one row per level), and measure :func:`fidelity` on the first
     ``limit`` images of the split (all of them by default). Data sets without class labels get MSE only.
     """
     from halitool.reference import reference_classifier
 
-    console = console or default_console()
     output = Path(output)
     check_output_path(output, force)  # before any work: refuse early
     if limit is not None and limit < 1:
@@ -186,8 +84,8 @@ def reconstruct(checkpoint: str, data_spec: str, output: Path, *, n: int = 16, s
     measured = idx[:limit] if limit is not None else idx
     classifier = None
     if ds.labels is not None:
-        classifier = reference_classifier(ds, settings=reference_settings, device=dev, console=console)
-    metrics = fidelity(model, ds, measured, classifier, batch_size, console)
+        classifier = reference_classifier(ds, settings=reference_settings, device=dev, progress=progress)
+    metrics = fidelity(model, ds, measured, classifier, batch_size, progress)
     return {
         "output": str(output), **_provenance(ckpt), "data": ds.spec, "split": split,
         "n_images": int(len(measured)), "grid": {"images": n, "rows": 1 + len(model.level_names), "seed": seed,
@@ -198,8 +96,8 @@ def reconstruct(checkpoint: str, data_spec: str, output: Path, *, n: int = 16, s
 
 
 @torch.no_grad()
-def sample(checkpoint: str, output: Path, *, n: int = 64, seed: int = 0, device: str = "auto", force: bool = False,
-           console: Console | None = None) -> dict:
+def sample(checkpoint: str, output: Path, *, n: int = 64, seed: int = 0, device: str = "auto",
+           force: bool = False) -> dict:
     """Write a grid of ``n`` samples (z_top ~ N(0, I), a sample of each p(z_l-1|z_l), then p(x|z1)) from a
     generator seeded with ``seed``, in ceil(sqrt(n)) columns."""
     output = Path(output)
@@ -215,24 +113,9 @@ def sample(checkpoint: str, output: Path, *, n: int = 64, seed: int = 0, device:
             "rows": math.ceil(n / nrow), "device": str(dev)}
 
 
-def interpolation_rows(model: HALI, xa: torch.Tensor, xb: torch.Tensor, steps: int) -> dict[str, torch.Tensor]:
-    """Per level, images [pairs, steps, C, H, W] decoded from z = (1 - t) z(xa) + t z(xb), t = 0 .. 1 in
-    ``steps`` even steps, with z the posterior means of that level."""
-    za, zb = model.encode(xa), model.encode(xb)
-    t = torch.linspace(0, 1, steps, device=xa.device)
-    out = {}
-    for level in model.level_names:
-        a, b = za[level], zb[level]
-        shape = (1, steps) + (1,) * (a.dim() - 1)
-        z = (a.unsqueeze(1) * (1 - t.view(shape)) + b.unsqueeze(1) * t.view(shape)).flatten(0, 1)
-        out[level] = model.decode(level, z).view(len(xa), steps, *xa.shape[1:])
-    return out
-
-
 @torch.no_grad()
 def interpolate(checkpoint: str, data_spec: str, output: Path, *, pairs: int = 4, steps: int = 8,
-                split: str = "test", seed: int = 0, device: str = "auto", force: bool = False,
-                console: Console | None = None) -> dict:
+                split: str = "test", seed: int = 0, device: str = "auto", force: bool = False) -> dict:
     """Write a grid of interpolations between ``pairs`` pairs of distinct real images (a seeded random choice
     of ``split``): for each pair, one row per level (z1, z2, ...), each row the real first image, ``steps``
     images decoded along the line between the two posterior means of that level, and the real second image.
@@ -248,7 +131,7 @@ def interpolate(checkpoint: str, data_spec: str, output: Path, *, pairs: int = 4
     ds, idx = _open_data(data_spec, model, split)
     chosen = _choose(idx, 2 * pairs, seed, "--pairs x 2")
     xa, xb = _float(ds, chosen[:pairs], dev), _float(ds, chosen[pairs:], dev)
-    lines = interpolation_rows(model, xa, xb, steps)
+    lines = model.interpolations(xa, xb, steps)
     rows = []
     for p in range(pairs):
         for level in model.level_names:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 
 import numpy as np
@@ -59,7 +60,8 @@ def test_second_open_reads_the_cache_without_decoding(celeba_dir, tmp_path, coun
     assert counted_decodes == [] and not second.image_cache.built
 
 
-def test_truncated_cache_is_rebuilt_with_a_log_line(celeba_dir, tmp_path, counted_decodes, capsys):
+def test_truncated_cache_is_rebuilt_with_a_log_line(celeba_dir, tmp_path, counted_decodes, caplog):
+    caplog.set_level(logging.INFO, logger="halitool")
     expected = open_cached(celeba_dir, tmp_path / "cache").images(np.arange(10))
     path = open_cached(celeba_dir, tmp_path / "cache").image_cache.path
     with open(path, "r+b") as f:
@@ -68,11 +70,12 @@ def test_truncated_cache_is_rebuilt_with_a_log_line(celeba_dir, tmp_path, counte
     again = open_cached(celeba_dir, tmp_path / "cache")
     assert np.array_equal(again.images(np.arange(10)), expected)
     assert len(counted_decodes) == 10
-    assert "truncated" in capsys.readouterr().err
+    assert "truncated" in caplog.text
 
 
 @pytest.mark.parametrize("damage", ["marker", "shape", "stale"])
-def test_damaged_or_stale_cache_is_rebuilt(celeba_dir, tmp_path, counted_decodes, damage, capsys):
+def test_damaged_or_stale_cache_is_rebuilt(celeba_dir, tmp_path, counted_decodes, damage, caplog):
+    caplog.set_level(logging.INFO, logger="halitool")
     ds = open_cached(celeba_dir, tmp_path / "cache")
     expected = ds.images(np.arange(10))
     cache = ds.image_cache
@@ -92,7 +95,7 @@ def test_damaged_or_stale_cache_is_rebuilt(celeba_dir, tmp_path, counted_decodes
     again = open_cached(celeba_dir, tmp_path / "cache")
     assert np.array_equal(again.images(np.arange(10)), expected)
     assert len(counted_decodes) == 10 and again.image_cache.built
-    assert {"marker": "no completion marker", "shape": "wrong array", "stale": "stale"}[damage] in capsys.readouterr().err
+    assert {"marker": "no completion marker", "shape": "wrong array", "stale": "stale"}[damage] in caplog.text
 
 
 def test_other_preprocessing_has_another_key_and_file(celeba_dir, tmp_path):

@@ -17,7 +17,7 @@ from conftest import run_cli
 @pytest.fixture
 def saved(tmp_path):
     torch.manual_seed(0)
-    model = build_model(ModelConfig(arch="tiny", levels=2))
+    model = build_model(ModelConfig(arch="tiny", n_levels=2))
     model.train()
     model.losses(torch.rand(8, *model.image_shape))  # move the batch-norm statistics away from their defaults
     path = tmp_path / "model.safetensors"
@@ -62,7 +62,7 @@ def test_strict_load_mismatch_exits_3_naming_missing_and_unexpected_tensors(save
 
 def test_checkpoint_of_another_architecture_is_refused(saved):
     _, path = saved
-    _rewrite(path, config=json.dumps(ModelConfig(arch="tiny", levels=3).to_dict()))
+    _rewrite(path, config=json.dumps(ModelConfig(arch="tiny", n_levels=3).to_dict()))
     with pytest.raises(BadInputError, match="level shapes"):
         load_checkpoint(path)
 

@@ -49,7 +49,7 @@ def test_fetch_unpacks_gz_from_the_folder_and_is_idempotent(tmp_path, small_offi
         assert (tmp_path / name).read_bytes() == data
     stamps = {name: os.stat(tmp_path / name).st_mtime_ns for name in small_official}
     # second run: the files are verified and left alone, and no network is needed
-    assert fetch_mnist(tmp_path, quiet_console(), use_network=False) == tmp_path
+    assert fetch_mnist(tmp_path, use_network=False) == tmp_path
     assert {name: os.stat(tmp_path / name).st_mtime_ns for name in small_official} == stamps
 
 
@@ -57,13 +57,13 @@ def test_fetch_refuses_files_with_wrong_md5(tmp_path, small_official):
     for name, data in small_official.items():
         (tmp_path / f"{name}.gz").write_bytes(gzip.compress(data[:-1] + b"\x01"))
     with pytest.raises(BadInputError, match="official MD5"):
-        fetch_mnist(tmp_path, quiet_console(), use_network=False)
+        fetch_mnist(tmp_path, use_network=False)
     assert not any((tmp_path / name).exists() for name in small_official)  # nothing written
 
 
 def test_fetch_without_files_or_network(tmp_path, small_official):
     with pytest.raises(BadInputError, match="network"):
-        fetch_mnist(tmp_path, quiet_console(), use_network=False)
+        fetch_mnist(tmp_path, use_network=False)
 
 
 def classic_pickle(rng, sizes=(5, 3, 4)) -> tuple[bytes, list]:

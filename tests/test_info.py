@@ -23,7 +23,7 @@ def test_info_json_describes_the_checkpoint(checkpoint):
     assert code == 0, stderr
     doc = json.loads(stdout)
     assert doc["command"] == "info" and doc["schema_version"] == 1
-    assert doc["config"]["arch"] == "tiny" and doc["config"]["levels"] == 3
+    assert doc["config"]["arch"] == "tiny" and doc["config"]["n_levels"] == 3
     assert doc["levels"] == {"z1": [2, 7, 7], "z2": [8], "z3": [4]}
     parts = doc["parameters"]
     assert parts["total"] == parts["encoders"] + parts["decoders"] + parts["discriminator"] > 0

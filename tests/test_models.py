@@ -17,7 +17,7 @@ CASES = [(arch, levels) for arch in sorted(ARCHITECTURES) for levels in range(1,
 @pytest.mark.parametrize("arch, levels", CASES)
 def test_every_level_has_its_documented_shape(arch, levels):
     torch.manual_seed(0)
-    model = build_model(ModelConfig(arch=arch, levels=levels)).eval()
+    model = build_model(ModelConfig(arch=arch, n_levels=levels)).eval()
     a = ARCHITECTURES[arch]
     assert model.image_shape == a.image_shape
     assert model.level_names == [f"z{i}" for i in range(1, levels + 1)]
@@ -47,7 +47,7 @@ def test_every_level_has_its_documented_shape(arch, levels):
 
 def test_encode_mean_feeds_means_upward_and_matches_encode_stats():
     torch.manual_seed(0)
-    model = build_model(ModelConfig(arch="tiny", levels=3)).eval()
+    model = build_model(ModelConfig(arch="tiny", n_levels=3)).eval()
     x = torch.rand(4, *model.image_shape)
     with torch.no_grad():
         zs = model.encode(x, mode="mean")
@@ -78,7 +78,7 @@ def test_ali_losses_match_a_hand_computation():
 
 def test_model_losses_on_a_fixed_batch_match_the_tuples_by_hand():
     torch.manual_seed(0)
-    model: HALI = build_model(ModelConfig(arch="tiny", levels=2, recon_weight=0.5)).eval()  # eval: no dropout
+    model: HALI = build_model(ModelConfig(arch="tiny", n_levels=2, recon_weight=0.5)).eval()  # eval: no dropout
     x = torch.rand(6, *model.image_shape)
     torch.manual_seed(123)
     with torch.no_grad():
@@ -116,14 +116,14 @@ def test_initialisation_follows_ali():
 
 
 def test_config_round_trips_and_rejects_unknown_keys_and_bad_values():
-    config = ModelConfig(arch="tiny", levels=3, recon_weight=2.0)
+    config = ModelConfig(arch="tiny", n_levels=3, recon_weight=2.0)
     assert ModelConfig.from_dict(config.to_dict()) == config
     with pytest.raises(BadInputError, match="unknown model config keys: colour"):
         ModelConfig.from_dict({**config.to_dict(), "colour": 1})
     with pytest.raises(BadInputError, match="unknown architecture"):
         ModelConfig(arch="resnet")
     with pytest.raises(BadInputError, match="1 to 3 levels"):
-        ModelConfig(arch="tiny", levels=4)
+        ModelConfig(arch="tiny", n_levels=4)
     with pytest.raises(BadInputError):
         ModelConfig(arch="tiny", recon_weight=-1)
 
@@ -135,7 +135,7 @@ def test_inference_copy_keeps_latents_and_leaves_the_model_alone(levels):
     from halitool.models.hali import _FullExtentLinear, inference_copy
 
     torch.manual_seed(0)
-    model = build_model(ModelConfig(arch="mnist", levels=levels))
+    model = build_model(ModelConfig(arch="mnist", n_levels=levels))
     model.train()
     for _ in range(3):  # give batch norm non-trivial running statistics
         model.encode(torch.rand(32, 1, 28, 28))

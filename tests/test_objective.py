@@ -43,7 +43,7 @@ def test_collapse_indicator_by_hand():
 
 def test_collapse_indicator_is_zero_for_an_encoder_that_ignores_its_input_and_large_otherwise():
     torch.manual_seed(0)
-    model = build_model(ModelConfig(arch="tiny", levels=2)).eval()
+    model = build_model(ModelConfig(arch="tiny", n_levels=2)).eval()
     convs = [m for m in model.encoders[0].modules() if isinstance(m, torch.nn.Conv2d)]
     with torch.no_grad():
         for m in convs:  # a working encoder: weights of a usual scale ...
@@ -62,7 +62,7 @@ def test_collapse_indicator_is_zero_for_an_encoder_that_ignores_its_input_and_la
 
 def test_every_term_of_the_objective_matches_a_hand_computation():
     torch.manual_seed(0)
-    config = ModelConfig(arch="tiny", levels=2, **{**ALL_LEVERS, "spectral_norm": False})
+    config = ModelConfig(arch="tiny", n_levels=2, **{**ALL_LEVERS, "spectral_norm": False})
     model: HALI = build_model(config).eval()  # eval: no dropout, batch norm on running statistics
     x = torch.rand(6, *model.image_shape)
     torch.manual_seed(123)
@@ -133,7 +133,7 @@ def _grads(loss: torch.Tensor, params: list[torch.nn.Parameter]) -> list[bool]:
 
 def test_each_term_moves_the_weights_it_should_and_no_others():
     torch.manual_seed(0)
-    model = build_model(ModelConfig(arch="tiny", levels=2, **ALL_LEVERS)).train()
+    model = build_model(ModelConfig(arch="tiny", n_levels=2, **ALL_LEVERS)).train()
     out = model.losses(torch.rand(8, *model.image_shape))
     d_params = list(model.discriminator.parameters())
     g_params = model.generator_parameters()
@@ -156,7 +156,7 @@ def test_each_term_moves_the_weights_it_should_and_no_others():
 
 def test_spectral_norm_bounds_every_discriminator_layer():
     torch.manual_seed(0)
-    model = build_model(ModelConfig(arch="tiny", levels=2, spectral_norm=True)).train()
+    model = build_model(ModelConfig(arch="tiny", n_levels=2, spectral_norm=True)).train()
     for _ in range(30):  # power iterations run in training mode
         model.discriminator.scores(torch.rand(4, 1, 28, 28), [torch.randn(4, 2, 7, 7), torch.randn(4, 8)])
     linears = [m for m in model.discriminator.modules() if isinstance(m, torch.nn.Linear)]
@@ -178,11 +178,11 @@ def test_paper_objective_is_all_levers_off_and_recommended_turns_some_on():
 
 def test_a_checkpoint_written_before_the_levers_loads_as_it_was(tmp_path):
     torch.manual_seed(0)
-    model = build_model(ModelConfig(arch="tiny", levels=2, recon_weight=5.0)).eval()
+    model = build_model(ModelConfig(arch="tiny", n_levels=2, recon_weight=5.0)).eval()
     path = save_checkpoint(tmp_path / "old.safetensors", model, preprocessing={}, training={}, metrics={})
     _rewrite_config(path, lambda config: {k: v for k, v in config.items() if k not in LEGACY})
     loaded = load_checkpoint(path)
-    assert loaded.config == ModelConfig(arch="tiny", levels=2, recon_weight=5.0)
+    assert loaded.config == ModelConfig(arch="tiny", n_levels=2, recon_weight=5.0)
     x = torch.rand(3, *model.image_shape)
     with torch.no_grad():
         assert torch.equal(loaded.model.encode(x)["z2"], model.encode(x)["z2"])
@@ -192,7 +192,7 @@ def test_a_checkpoint_whose_tensors_do_not_match_its_config_is_exit_3(tmp_path):
     from conftest import run_cli
 
     torch.manual_seed(0)
-    model = build_model(ModelConfig(arch="tiny", levels=2)).eval()
+    model = build_model(ModelConfig(arch="tiny", n_levels=2)).eval()
     path = save_checkpoint(tmp_path / "old.safetensors", model, preprocessing={}, training={}, metrics={})
     # A config that claims a lever the tensors were not trained with (spectral norm renames D's weights).
     _rewrite_config(path, lambda config: {**config, "spectral_norm": True})
@@ -212,7 +212,7 @@ def _rewrite_config(path, change) -> None:
 
 
 def test_levers_that_are_off_add_no_terms():
-    model = build_model(ModelConfig(arch="tiny", levels=2)).train()
+    model = build_model(ModelConfig(arch="tiny", n_levels=2)).train()
     out = model.losses(torch.rand(4, *model.image_shape))
     assert not {"recon", "recon2", "cycle", "r1"} & set(out)
     assert {"s_q.joint", "s_p.joint", "posterior.z1", "posterior.z2"} <= set(out)
@@ -222,7 +222,7 @@ def test_levers_that_are_off_add_no_terms():
 def test_few_label_linear_error_is_zero_for_separable_classes_and_chance_for_noise():
     import numpy as np
 
-    from halitool.train import few_label_linear_error
+    from halitool.validation import few_label_linear_error
 
     rng = np.random.default_rng(0)
     labels = np.repeat(np.arange(10), 50)

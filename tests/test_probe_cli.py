@@ -123,7 +123,6 @@ def _incomplete(path):
     ("not hdf5", lambda p: p.write_text("hello") or p, [], "not a readable HDF5"),
     ("incomplete", _incomplete, [], "incomplete"),
     ("no attributes", lambda p: small_features(p, attributes=False), [], "no attributes"),
-    ("unknown level", small_features, ["--levels", "z1,z3"], "no level 'z3'"),
     ("nan", lambda p: small_features(p, nan=True), [], "NaN"),
     ("unknown attribute", small_features, ["--attributes", "a,Smiling"], "unknown attribute(s) Smiling"),
 ])
@@ -135,6 +134,13 @@ def test_bad_input_exits_3_with_one_line(tmp_path, case, make, extra, needle):
     assert out == ""
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("Error:") and needle in lines[0], err
+
+
+def test_unknown_level_is_a_usage_error_like_every_level_spec(tmp_path):
+    path = small_features(tmp_path / "f.h5")
+    code, out, err = run_cli(["probe-attributes", str(path), "--format", "json", "--levels", "z1,z3"])
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code == 2 and out == "" and len(lines) == 1 and "no level 'z3'" in lines[0], err
 
 
 def test_bad_c_grid_is_a_usage_error(tmp_path):

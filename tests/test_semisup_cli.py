@@ -83,11 +83,11 @@ def test_same_seed_same_output(feats):
 
 @pytest.mark.parametrize("args, code, message", [
     (["--labels", "15"], 2, "not a multiple"),
-    (["--labels", "0"], 2, "must be positive"),
+    (["--labels", "0"], 2, "'--labels': 0 is not in the range x>=1"),
     (["--labels", "1000"], 3, "only"),
     (["--protocol", "nope"], 2, "unknown protocol"),
     (["--features", "z3"], 2, "no level"),
-    (["--seeds", "0"], 2, "at least 1"),
+    (["--seeds", "0"], 2, "'--seeds': 0 is not in the range x>=1"),
 ])
 def test_bad_input_one_error_line(feats, args, code, message):
     got, out, err = run_cli(["semisup", str(feats), "--format", "json", *args])

@@ -252,10 +252,10 @@ def test_level_dropout_zeroes_every_level_of_a_fraction_of_the_tuples(monkeypatc
 
 
 def test_recalibrated_decoders_match_batch_statistics_and_leave_the_classifier_alone():
-    from halitool.train import recalibrate_decoders
+    from halitool.averaging import recalibrate_decoders
 
     # One level: the decoders see one reconstruction path, so their recalibrated statistics are its batch's.
-    model = _flat_discriminator_model(levels=1)
+    model = _flat_discriminator_model(n_levels=1)
     torch.nn.init.normal_(model.discriminator.out[-1].weight)  # a classifier whose outputs depend on the input
     model.train()
     x = torch.rand(400, 1, 28, 28)

@@ -11,13 +11,13 @@ import pytest
 import torch
 from PIL import Image
 
-from halitool import reference, visualize
+from halitool import fidelity, grids, reference, visualize
 from halitool.checkpoint import load_checkpoint
 from halitool.data import open_dataset
 from halitool.errors import BadInputError
 from conftest import run_cli, write_tiny_checkpoint
 
-CELL = 28 + visualize.PAD  # one 28x28 image plus its border
+CELL = 28 + grids.PAD  # one 28x28 image plus its border
 
 
 @pytest.fixture(autouse=True)
@@ -40,7 +40,7 @@ def _png(path) -> np.ndarray:
 def test_grid_geometry_and_placement():
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (5, 1, 3, 4)).astype(np.float32) / 255
-    grid = visualize.grid_array(images, nrow=2)
+    grid = grids.grid_array(images, nrow=2)
     assert grid.shape == (3 * (3 + 1) + 1, 2 * (4 + 1) + 1) and grid.dtype == np.uint8
     for i in range(5):
         r, c = divmod(i, 2)
@@ -48,7 +48,7 @@ def test_grid_geometry_and_placement():
         np.testing.assert_array_equal(grid[top: top + 3, left: left + 4], np.rint(images[i, 0] * 255))
     assert (grid[0] == 255).all() and (grid[:, 0] == 255).all()
     assert (grid[9:, 6:] == 255).all()  # the empty sixth cell stays white
-    rgb = visualize.grid_array(np.zeros((3, 3, 2, 2), np.float32), nrow=3)
+    rgb = grids.grid_array(np.zeros((3, 3, 2, 2), np.float32), nrow=3)
     assert rgb.shape == (2 + 1 + 1, 3 * (2 + 1) + 1, 3)
 
 
@@ -143,7 +143,7 @@ def test_interpolation_ends_are_the_reconstructions(ckpt, mnist_dir):
     ds = open_dataset(f"mnist:{mnist_dir}")
     x = torch.from_numpy(ds.images(np.arange(4))).float() / 255
     with torch.no_grad():
-        lines = visualize.interpolation_rows(model, x[:2], x[2:], steps=4)
+        lines = model.interpolations(x[:2], x[2:], steps=4)
         for level in ("z1", "z2"):
             assert lines[level].shape == (2, 4, 1, 28, 28)
             torch.testing.assert_close(lines[level][:, 0], model.reconstruct(x[:2], level))
@@ -173,7 +173,7 @@ def test_class_kept_known_answers(mnist_dir, tmp_path):
     truth = ds.labels[idx]
 
     # Perfect reconstructions keep the class exactly as often as the classifier is right on the real images.
-    same = visualize.fidelity(_Stub(lambda x: x.clone()), ds, idx, clf, batch_size=7)
+    same = fidelity.fidelity(_Stub(lambda x: x.clone()), ds, idx, clf, batch_size=7)
     accuracy = reference.accuracy(clf, ds, idx)
     assert accuracy == pytest.approx(float((on_input == truth).mean()))
     assert same["reference_accuracy"] == pytest.approx(accuracy)
@@ -182,13 +182,13 @@ def test_class_kept_known_answers(mnist_dir, tmp_path):
 
     # Blank reconstructions all get the classifier's answer for a blank image.
     blank_class = int(clf.predict(torch.zeros(1, 1, 28, 28))[0])
-    blank = visualize.fidelity(_Stub(torch.zeros_like), ds, idx, clf, batch_size=7)
+    blank = fidelity.fidelity(_Stub(torch.zeros_like), ds, idx, clf, batch_size=7)
     for m in blank["levels"].values():
         assert m["class_kept"] == pytest.approx(float((truth == blank_class).mean()))
         assert m["agreement"] == pytest.approx(float((on_input == blank_class).mean()))
         assert m["mse"] == pytest.approx(float((x ** 2).mean()), rel=1e-5)
 
-    assert visualize.class_kept(np.array([1, 2, 3, 4]), np.array([1, 0, 3, 0])) == 0.5
+    assert fidelity.class_kept(np.array([1, 2, 3, 4]), np.array([1, 0, 3, 0])) == 0.5
 
 
 def test_no_labels_gives_mse_only(ckpt, mnist_dir, tmp_path, monkeypatch):

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import click
 from rich.table import Table
 
 from halitool.commands.common import app, force_option, output_options
-from halitool.console import progress
 from halitool.errors import UsageError
 from halitool.data import default_root, open_dataset, parse_spec
-from halitool.report import emit
+from halitool.data.summary import dataset_summary
+from halitool.commands.report import emit
 
 
 @click.group("data")
@@ -36,45 +35,8 @@ def fetch(name: str, root: Path | None):
 
     console = app().console
     with console.status(f"fetching {name}"):
-        folder = fetch_mnist(root or default_root(name), console)
+        folder = fetch_mnist(root or default_root(name))
     click.echo(str(folder.resolve()))
-
-
-def check_images(ds, console, batch_size: int = 256) -> int:
-    """Decode every image of ``ds`` (threads, bounded look-ahead); the first bad file raises BadInputError."""
-    workers = min(8, os.cpu_count() or 1)
-    checked = 0
-    with progress(console) as bar:
-        task = bar.add_task("decoding images", total=len(ds))
-        for rows, _ in ds.iter_batches(ds.indices("all"), batch_size, workers=workers):
-            checked += len(rows)
-            bar.advance(task, len(rows))
-    return checked
-
-
-def dataset_summary(spec: str, check: bool = False, console=None) -> dict:
-    # --check must decode the files themselves, not read a cache of them
-    ds = open_dataset(spec, **({"cache": False} if check and parse_spec(spec)[0] == "celeba" else {}))
-    checked = check_images(ds, console) if check else None
-    attributes = []
-    if ds.attributes is not None and len(ds):
-        rates = ds.attributes.mean(axis=0)
-        attributes = [{"name": n, "positive_rate": float(r)} for n, r in zip(ds.attribute_names, rates)]
-    classes = None
-    if ds.labels is not None:
-        counts = {name: int((ds.labels == i).sum()) for i, name in enumerate(ds.class_names or [])}
-        classes = {"count": len(counts), "names": list(counts), "samples_per_class": counts}
-    return {
-        "kind": ds.kind,
-        "root": str(ds.root.resolve()),
-        "n_samples": len(ds),
-        "splits": ds.split_counts(),
-        "image_shape": list(ds.image_shape),
-        "classes": classes,
-        "attributes": attributes,
-        "preprocessing": ds.preprocessing,
-        **({"images_checked": checked} if check else {}),
-    }
 
 
 def _info_table(result: dict) -> Table:
@@ -106,7 +68,7 @@ def info(spec: str, check: bool, fmt: str | None, output: str | None, force: boo
       halitool data info celeba:/data/celeba --format json
       halitool data info folder:./faces --check
     """
-    result = dataset_summary(spec, check=check, console=app().console)
+    result = dataset_summary(spec, check=check, progress=app().progress)
     emit(result, command="data info", fmt=fmt, output=output, console=app().console, table=_info_table,
          force=force)
 
@@ -134,6 +96,5 @@ def cache(spec: str, crop: int, size: int, rebuild: bool, fmt: str | None, outpu
     kind, _ = parse_spec(spec)
     if kind != "celeba":
         raise UsageError(f"data cache: SPEC {spec!r}: only celeba data sets have an image cache")
-    console = app().console
-    result = build_cache(open_dataset(spec, crop=crop, size=size, cache=True), rebuild=rebuild, console=console)
-    emit(result, command="data cache", fmt=fmt, output=output, console=console)
+    result = build_cache(open_dataset(spec, crop=crop, size=size, cache=True), rebuild=rebuild, progress=app().progress)
+    emit(result, command="data cache", fmt=fmt, output=output, console=app().console)

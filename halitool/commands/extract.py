@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import json
-import os
 
 import click
 from rich.table import Table
 
-from halitool.commands.common import app, device_option, force_option
-from halitool.report import emit
-
-FORMAT_CHOICE = click.Choice(["table", "json"])
+from halitool import settings
+from halitool.choices import LATENTS
+from halitool.commands.common import (
+    app,
+    artifact_output_option,
+    count_option,
+    device_option,
+    force_option,
+    precision_option,
+    seed_option,
+    split_option,
+    summary_format_option,
+)
+from halitool.commands.report import emit
 
 
 def _extract_table(result: dict) -> Table:
@@ -32,28 +41,23 @@ def _extract_table(result: dict) -> Table:
 @click.argument("checkpoint")
 @click.option("--data", "data_spec", required=True, metavar="SPEC",
               help="The data set: mnist[:DIR], celeba:DIR or folder:DIR.")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), metavar="OUT.h5",
-              help="The features file to write (HDF5 schema v1).")
-@click.option("--split", type=click.Choice(["all", "train", "valid", "test"]), default="all",
-              help="Which rows to encode.")
+@artifact_output_option("OUT.h5", "The features file to write (HDF5 schema v1).")
+@split_option("all", "Which rows to encode.")
 @click.option("--levels", default=None, metavar="z1,z2",
               help="Comma-separated levels to store [default: every level].")
-@click.option("--latent", type=click.Choice(["mean", "sample"]), default="mean",
+@click.option("--latent", type=click.Choice(LATENTS), default="mean",
               help="The posterior mean, or one sample (seeded by --seed).")
-@click.option("--seed", type=int, default=0, help="Seed of --latent sample (recorded in the file).")
+@seed_option("Seed of --latent sample (recorded in the file).")
 @click.option("--with-logvar", is_flag=True, help="Also store each level's posterior log-variance.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=256, help="Images per batch.")
+@count_option("--batch-size", 256, "Images per batch.")
 @device_option
-@click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32",
-              help="Compute precision (bf16 autocast on CPU and CUDA; features are stored as float32).")
-@click.option("--workers", type=click.IntRange(min=0), default=0,
-              help="Threads decoding images ahead of the encoder (0: decode in the main thread).")
+@precision_option("Compute precision (bf16 autocast on CPU and CUDA; features are stored as float32).")
+@count_option("--workers", 0, "Threads decoding images ahead of the encoder (0: decode in the main thread).", minimum=0)
 @click.option("--compile", "compile_", is_flag=True,
               help="Encode through torch.compile (pays on GPUs for large data sets; falls back without it).")
 @click.option("--resume", is_flag=True, help="Finish the partial file an interrupted run left beside OUT.")
 @force_option
-@click.option("--format", "fmt", type=FORMAT_CHOICE, default=None,
-              help="Summary format: json on stdout, or a table on stderr [default: table on a terminal].")
+@summary_format_option()
 def extract_command(checkpoint, data_spec, output, split, levels, latent, seed, with_logvar, batch_size, device,
                     precision, workers, compile_, resume, force, fmt):
     """Per-level latent features of every image of a data set, written to an HDF5 features file.
@@ -76,9 +80,9 @@ def extract_command(checkpoint, data_spec, output, split, levels, latent, seed, 
     result = extract_features(
         checkpoint, data_spec, output, split=split, levels=levels, latent=latent, seed=seed,
         with_logvar=with_logvar, batch_size=batch_size, device=device, precision=precision, workers=workers,
-        compile=compile_, resume=resume, force=force, console=console,
+        compile=compile_, resume=resume, force=force, progress=app().progress,
     )
-    if os.environ.get("RANK", "0") == "0":  # under torchrun, one summary for the whole run
+    if settings.torchrun().rank == 0:  # under torchrun, one summary for the whole run
         emit(result, command="extract", fmt=fmt, output=None, console=console, table=_extract_table)
 
 
@@ -110,8 +114,7 @@ def _inspect_table(result: dict) -> Table:
 
 @click.command("inspect")
 @click.argument("features", type=click.Path(dir_okay=False))
-@click.option("--format", "fmt", type=FORMAT_CHOICE, default=None,
-              help="json on stdout, or a table on stderr [default: table on a terminal].")
+@summary_format_option("json on stdout, or a table on stderr [default: table on a terminal].")
 def inspect_command(features, fmt):
     """What a features file holds: schema version, provenance, rows per split, levels, labels, completeness.
 

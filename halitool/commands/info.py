@@ -6,7 +6,7 @@ import click
 from rich.table import Table
 
 from halitool.commands.common import app, force_option, output_options
-from halitool.report import emit
+from halitool.commands.report import emit
 
 
 def checkpoint_summary(name_or_path: str) -> dict:

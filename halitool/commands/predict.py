@@ -7,19 +7,17 @@ from pathlib import Path
 
 import click
 
-from halitool.commands.common import app, device_option, force_option
-from halitool.console import progress
+from halitool.commands.common import app, count_option, device_option, force_option, split_option
 from halitool.fileio import atomic_write_bytes, check_output_path
 
 
 @click.command("predict")
 @click.argument("checkpoint")
 @click.option("--data", "data_spec", required=True, metavar="SPEC", help="The data set: mnist[:DIR], celeba:DIR, folder:DIR.")
-@click.option("--split", type=click.Choice(["train", "valid", "test", "all"]), default="test", show_default=True,
-              help="The images to classify.")
+@split_option("test", "The images to classify.")
 @click.option("-o", "--output", metavar="FILE|-", default="-", show_default=True,
               help="The CSV to write ('-' for stdout; a file is refused if it exists, unless --force).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=500, show_default=True, help="Images per batch.")
+@count_option("--batch-size", 500, "Images per batch.", show_default=True)
 @device_option
 @force_option
 def predict_command(checkpoint, data_spec, split, output, batch_size, device, force):
@@ -38,10 +36,9 @@ def predict_command(checkpoint, data_spec, split, output, batch_size, device, fo
     console = app().console
     if output != "-":
         check_output_path(Path(output), force)
-    with progress(console) as bar:
-        task = bar.add_task("predict", total=None)
+    with app().progress.task("predict", total=None) as task:
         result = predict(checkpoint, data_spec, split=split, device=device, batch_size=batch_size,
-                         on_batch=lambda n: bar.update(task, advance=n))
+                         on_batch=task.advance)
     text = predictions_csv(result)
     if output == "-":
         sys.stdout.write(text)

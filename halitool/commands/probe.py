@@ -11,7 +11,7 @@ from rich.table import Table
 from halitool.commands.common import app, device_option, force_option, output_options
 from halitool.probe import CLASS_WEIGHTS, DEFAULT_C_GRID, METRICS, SOLVERS
 from halitool.probe_features import CELEBA_ATTRIBUTES, CELEBA_PUBLISHED, probe_attributes
-from halitool.report import emit
+from halitool.commands.report import emit
 
 
 # presentation -------------------------------------------------------------------------------------------
@@ -148,7 +148,7 @@ def probe_attributes_command(features, levels, attributes, c_grid, metric, class
         check_output_path(plot, force)
     result = probe_attributes(features, levels=levels, attributes=attributes, c_grid=c_grid, metric=metric,
                               class_weight=class_weight, max_train=max_train, solver=solver, device=device,
-                              seed=seed, pixel_baseline=pixel_baseline, console=ctx.console)
+                              seed=seed, pixel_baseline=pixel_baseline, progress=ctx.progress)
 
     def table(res: dict):
         names = {a["name"] for r in res["levels"].values() for a in r["attributes"]}

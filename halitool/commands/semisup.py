@@ -7,10 +7,9 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from halitool.commands.common import app, device_option, force_option, output_options
-from halitool.console import progress
+from halitool.commands.common import app, count_option, device_option, force_option, output_options, seed_option
 from halitool.fileio import check_output_path
-from halitool.report import emit
+from halitool.commands.report import emit
 
 # MNIST, 100 labels, test error % as each original paper reports it.
 PUBLISHED = (
@@ -65,7 +64,7 @@ def csv_rows(result: dict):
 
 @click.command("semisup")
 @click.argument("source", required=False)
-@click.option("--labels", "n_labels", type=int, default=100,
+@count_option(("--labels", "n_labels"), 100,
               help="Labelled training images N, drawn N/classes per class (per seed).")
 @click.option("--protocol", default="linear",
               help="linear (CV on the N labels), linear-heldout (ALI: C on 10,000 held-out labelled images), "
@@ -74,14 +73,14 @@ def csv_rows(result: dict):
                    "evaluate a checkpoint trained with them).")
 @click.option("--features", "levels", default=None, metavar="LEVELS",
               help="Levels to use, joined with + (z1, z2, z1+z2) [default: every level, z1+z2 for hali-mnist].")
-@click.option("--seeds", type=int, default=10, help="Number of labelled draws (seeds seed-base .. seed-base+K-1).")
-@click.option("--seed-base", type=int, default=0, help="First seed.")
+@count_option("--seeds", 10, "Number of labelled draws (seeds seed-base .. seed-base+K-1).")
+@seed_option("First seed.", name="--seed-base")
 @click.option("--data", default=None, metavar="SPEC",
               help="Data set for a checkpoint SOURCE [default: mnist at $HALITOOL_DATA/mnist, fetched if missing].")
 @click.option("--epochs", type=float, default=None,
               help="finetune: passes over the pseudo-labelled images [default: 2]; adversarial: epochs of "
                    "training per seed [default: the recipe's, docs/semisup.md].")
-@click.option("--max-unlabelled", type=int, default=10_000,
+@count_option("--max-unlabelled", 10_000, minimum=0,
               help="finetune: most confident pseudo-labelled training images used (bounds the cost).")
 @device_option
 @output_options
@@ -101,20 +100,11 @@ def semisup_command(source, n_labels, protocol, levels, seeds, seed_base, data, 
       halitool semisup features.h5 --labels 100 --protocol all --format json
       halitool semisup hali-mnist --features z2 --seeds 5 -o semisup.json
     """
-    from halitool.semisup import ADVERSARIAL, PROTOCOLS, get_protocols, is_features_file, semisup
+    from halitool.semisup import semisup
 
-    console = app().console
     if output not in (None, "-"):
         check_output_path(Path(output), force)
-    if protocol != ADVERSARIAL:
-        get_protocols(protocol)  # an unknown name fails before any extraction
-    with_model = source is None or not is_features_file(source)
-    n_protocols = len([p for p in PROTOCOLS.values() if with_model or not p.needs_checkpoint]) if protocol == "all" else 1
-    with progress(console) as bar:
-        task = bar.add_task("semisup", total=max(seeds, 0) * n_protocols)
-        result = semisup(source, n_labels=n_labels, protocol=protocol, levels=levels, seeds=seeds,
-                         seed_base=seed_base, data=data, device=device, console=console, epochs=epochs,
-                         max_unlabelled=max_unlabelled,
-                         on_step=lambda name, seed: bar.update(task, advance=1, description=f"{name} seed {seed}"))
-    emit(result, command="semisup", fmt=fmt, output=output, console=console, table=results_table,
+    result = semisup(source, n_labels=n_labels, protocol=protocol, levels=levels, seeds=seeds, seed_base=seed_base,
+                     data=data, device=device, progress=app().progress, epochs=epochs, max_unlabelled=max_unlabelled)
+    emit(result, command="semisup", fmt=fmt, output=output, console=app().console, table=results_table,
          csv_rows=csv_rows, force=force)

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from halitool.commands.common import app, device_option, force_option
+from halitool.choices import KEEP
+from halitool.commands.common import app, count_option, device_option, force_option, precision_option, seed_option
 from halitool.models import ARCHITECTURES
 from halitool.models.config import OBJECTIVES
 from halitool.runtime import command_line
@@ -17,32 +18,32 @@ from halitool.runtime import command_line
 @click.option("--data", "data", required=True, metavar="SPEC", help="Data set (mnist[:DIR], celeba:DIR, folder:DIR); its train split is used.")
 @click.option("--arch", type=click.Choice(sorted(ARCHITECTURES)), default="mnist", help="Architecture.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Run folder.")
-@click.option("--levels", type=int, default=2, help="Number of latent levels (1 = ALI).")
+@count_option(("--n-levels", "--levels", "n_levels"), 2, "Number of latent levels (1 = ALI).")
 @click.option("--epochs", type=float, default=None, help="Train this many epochs in all [default: 1 unless --steps].")
-@click.option("--steps", type=int, default=None, help="Train this many steps in all (counted from the run's start).")
-@click.option("--batch-size", type=int, default=100)
+@count_option("--steps", None, "Train this many steps in all (counted from the run's start).")
+@count_option("--batch-size", 100, "Images per step (the global batch under torchrun).")
 @click.option("--lr", type=float, default=None,
               help="Adam learning rate (the encoders and decoders; the discriminator too unless --lr-d) "
                    "[default: 3e-4; with --labels the semi-supervised recipe's, 1e-3].")
 @click.option("--beta1", type=float, default=0.5)
 @click.option("--beta2", type=float, default=0.999)
-@click.option("--seed", type=int, default=0, help="Seed of the initialisation, the data order, noise and dropout.")
+@seed_option("Seed of the initialisation, the data order, noise and dropout.")
 @device_option
-@click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", help="bf16 runs under torch.autocast.")
+@precision_option("bf16 runs under torch.autocast.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint (same options).")
 @force_option
-@click.option("--sample-every", type=int, default=1000, help="Write sample and reconstruction grids every N steps.")
-@click.option("--checkpoint-every", type=int, default=500, help="Write the checkpoint and training state every N steps.")
-@click.option("--log-every", type=int, default=10, help="Append averaged losses to metrics.jsonl every N steps.")
+@count_option("--sample-every", 1000, "Write sample and reconstruction grids every N steps.")
+@count_option("--checkpoint-every", 500, "Write the checkpoint and training state every N steps.")
+@count_option("--log-every", 10, "Append averaged losses to metrics.jsonl every N steps.")
 @click.option("--lr-d", type=float, default=None, help="The discriminator's learning rate [default: --lr].")
-@click.option("--labels", type=click.IntRange(min=1), default=None,
-              help="Semi-supervised: N labelled training images (N/classes per class, the draw `halitool semisup` "
-                   "makes for --label-seed); the discriminator learns K class logits and the checkpoint gets a "
-                   "classifier.")
+@count_option("--labels", None,
+              "Semi-supervised: N labelled training images (N/classes per class, the draw `halitool semisup` "
+              "makes for --label-seed); the discriminator learns K class logits and the checkpoint gets a "
+              "classifier.")
 @click.option("--init-from", metavar="CHECKPOINT", default=None,
               help="Start from this checkpoint's tensors where name and shape match (e.g. a semi-supervised run "
                    "from an unsupervised model of the same architecture); the rest starts fresh.")
-@click.option("--label-seed", type=int, default=0, show_default=True, help="Seed of the labelled draw (with --labels).")
+@seed_option("Seed of the labelled draw (with --labels).", name="--label-seed")
 @click.option("--objective", type=click.Choice(sorted(OBJECTIVES)), default=None,
               help="Starting values of the levers below: 'recommended' (what docs/training.md found to learn), "
                    "'paper' (HALI's purely adversarial game: every lever off) or 'semi-supervised' (the semi-"
@@ -74,9 +75,9 @@ from halitool.runtime import command_line
 @click.option("--val-size", type=int, default=None,
               help="Hold the last N images of the train split out of training, for --eval-every and --keep best "
                    "[default: 1,000, or a tenth of a smaller train split].")
-@click.option("--eval-every", type=int, default=500, show_default=True,
-              help="Every N steps: each level's reconstruction MSE, class kept and collapse indicator on the held-out slice.")
-@click.option("--keep", type=click.Choice(["last", "best"]), default="last", show_default=True,
+@count_option("--eval-every", 500, "Every N steps: each level's reconstruction MSE, class kept and collapse "
+              "indicator on the held-out slice.", show_default=True)
+@click.option("--keep", type=click.Choice(KEEP), default="last", show_default=True,
               help="model.safetensors holds the last snapshot, or the checkpoint with the lowest top-level "
                    "reconstruction MSE on the held-out slice (no labels, no test data).")
 def train_command(**kwargs):
@@ -99,9 +100,6 @@ def train_command(**kwargs):
 
     from halitool.models.config import PAPER_OBJECTIVE
 
-    for name in ("steps", "batch_size", "sample_every", "checkpoint_every", "log_every", "eval_every"):
-        if kwargs[name] is not None and kwargs[name] < 1:
-            raise click.BadParameter("must be at least 1", param_hint="--" + name.replace("_", "-"))
     if kwargs["lr"] is None:
         from halitool.train import DEFAULT_LR, SEMI_SUPERVISED_LR
 
@@ -118,7 +116,7 @@ def train_command(**kwargs):
     kwargs["objective"] = objective
     command = _command_line(click.get_current_context())
     console = app().console
-    summary = train(TrainOptions(command=command, **kwargs), console)
+    summary = train(TrainOptions(command=command, **kwargs), app().progress)
     if summary["rank"] != 0:  # under torchrun only the first process reports
         return
     console.print(f"trained {summary['steps']} steps in {summary['seconds']:.1f} s; checkpoint {summary['output']}")
@@ -136,6 +134,6 @@ def _command_line(ctx: click.Context) -> str:
         value = ctx.params.get(param.name)
         if source is click.core.ParameterSource.DEFAULT or value is None or value is False:
             continue
-        flag = param.opts[-1] if param.opts[-1].startswith("--") else param.opts[0]
+        flag = next((name for name in param.opts if name.startswith("--")), param.opts[0])
         args += [flag] if value is True else [flag, str(value)]
     return shlex.join(args)

@@ -5,22 +5,21 @@ from __future__ import annotations
 import click
 from rich.table import Table
 
-from halitool.commands.common import app, device_option, force_option
-from halitool.report import default_format, emit
+from halitool.commands.common import (
+    app,
+    artifact_output_option,
+    count_option,
+    device_option,
+    force_option,
+    seed_option,
+    split_option,
+    summary_format_option,
+)
+from halitool.commands.report import default_format, emit
 
-FORMAT_CHOICE = click.Choice(["table", "json"])
-SPLIT_CHOICE = click.Choice(["train", "valid", "test"])
-
-
-def _format_option(func):
-    return click.option("--format", "fmt", type=FORMAT_CHOICE, default=None,
-                        help="json on stdout, or the grid's path on stdout and a table on stderr "
-                             "[default: table on a terminal, else json].")(func)
-
-
-def _output_option(func):
-    return click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), metavar="GRID.png",
-                        help="The PNG grid to write (refused if it exists, unless --force).")(func)
+_format_option = summary_format_option("json on stdout, or the grid's path on stdout and a table on stderr "
+                                       "[default: table on a terminal, else json].")
+_output_option = artifact_output_option("GRID.png", "The PNG grid to write (refused if it exists, unless --force).")
 
 
 def _finish(result: dict, command: str, fmt: str | None, table) -> None:
@@ -61,12 +60,12 @@ def _grid_table(result: dict) -> Table:
 @click.argument("checkpoint")
 @click.option("--data", "data_spec", required=True, metavar="SPEC", help="The data set: mnist[:DIR], celeba:DIR, folder:DIR.")
 @_output_option
-@click.option("-n", "n", type=int, default=16, help="Images shown in the grid (a seeded random choice of the split).")
-@click.option("--split", type=SPLIT_CHOICE, default="test", help="Where the images come from.")
-@click.option("--seed", type=int, default=0, help="Seed of the choice of the images shown.")
-@click.option("--limit", type=int, default=None,
+@count_option(("-n", "n"), 16, "Images shown in the grid (a seeded random choice of the split).")
+@split_option("test", "Where the images come from.", with_all=False)
+@seed_option("Seed of the choice of the images shown.")
+@count_option("--limit", None,
               help="Measure the metrics on the first N images of the split [default: all of them].")
-@click.option("--batch-size", type=click.IntRange(min=1), default=500, help="Images per batch.")
+@count_option("--batch-size", 500, "Images per batch.")
 @device_option
 @force_option
 @_format_option
@@ -88,15 +87,15 @@ def reconstruct_command(checkpoint, data_spec, output, n, split, seed, limit, ba
     from halitool.visualize import reconstruct
 
     result = reconstruct(checkpoint, data_spec, output, n=n, split=split, seed=seed, limit=limit,
-                         batch_size=batch_size, device=device, force=force, console=app().console)
+                         batch_size=batch_size, device=device, force=force, progress=app().progress)
     _finish(result, "reconstruct", fmt, _reconstruct_table)
 
 
 @click.command("sample")
 @click.argument("checkpoint")
 @_output_option
-@click.option("-n", "n", type=int, default=64, help="Number of samples (laid out in ceil(sqrt(n)) columns).")
-@click.option("--seed", type=int, default=0, help="Seed of the prior draws.")
+@count_option(("-n", "n"), 64, "Number of samples (laid out in ceil(sqrt(n)) columns).")
+@seed_option("Seed of the prior draws.")
 @device_option
 @force_option
 @_format_option
@@ -110,7 +109,7 @@ def sample_command(checkpoint, output, n, seed, device, force, fmt):
     """
     from halitool.visualize import sample
 
-    result = sample(checkpoint, output, n=n, seed=seed, device=device, force=force, console=app().console)
+    result = sample(checkpoint, output, n=n, seed=seed, device=device, force=force)
     _finish(result, "sample", fmt, _grid_table)
 
 
@@ -118,10 +117,10 @@ def sample_command(checkpoint, output, n, seed, device, force, fmt):
 @click.argument("checkpoint")
 @click.option("--data", "data_spec", required=True, metavar="SPEC", help="The data set: mnist[:DIR], celeba:DIR, folder:DIR.")
 @_output_option
-@click.option("--pairs", type=int, default=4, help="Pairs of real images (a seeded random choice of the split).")
-@click.option("--steps", type=int, default=8, help="Decoded images per row, both endpoints included.")
-@click.option("--split", type=SPLIT_CHOICE, default="test", help="Where the images come from.")
-@click.option("--seed", type=int, default=0, help="Seed of the choice of pairs.")
+@count_option("--pairs", 4, "Pairs of real images (a seeded random choice of the split).")
+@count_option("--steps", 8, "Decoded images per row, both endpoints included.", minimum=2)
+@split_option("test", "Where the images come from.", with_all=False)
+@seed_option("Seed of the choice of pairs.")
 @device_option
 @force_option
 @_format_option
@@ -139,5 +138,5 @@ def interpolate_command(checkpoint, data_spec, output, pairs, steps, split, seed
     from halitool.visualize import interpolate
 
     result = interpolate(checkpoint, data_spec, output, pairs=pairs, steps=steps, split=split, seed=seed,
-                         device=device, force=force, console=app().console)
+                         device=device, force=force)
     _finish(result, "interpolate", fmt, _grid_table)

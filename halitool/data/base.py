@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,10 +9,12 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from halitool.settings import data_home
 from halitool.errors import BadInputError, UsageError
 
 SPLITS = {"train": 0, "valid": 1, "test": 2}
 SPLIT_NAMES = {v: k for k, v in SPLITS.items()}
+SPLIT_CHOICES = ("all", *SPLITS)  # what a command may select: one split, or every row
 
 ImageLoader = Callable[[np.ndarray], np.ndarray]
 
@@ -46,15 +47,18 @@ class Dataset:
         n = len(self.split)
         self.split = np.asarray(self.split, dtype=np.int8)
         self.sample_ids = np.asarray(self.sample_ids, dtype=np.int64)
-        assert len(self.sample_ids) == n
+        problems = [f"{len(self.sample_ids)} sample ids"] if len(self.sample_ids) != n else []
         if self.labels is not None:
             self.labels = np.asarray(self.labels, dtype=np.int64)
-            assert len(self.labels) == n
+            problems += [f"{len(self.labels)} labels"] if len(self.labels) != n else []
         if self.attributes is not None:
             self.attributes = np.asarray(self.attributes, dtype=np.int8)
-            assert self.attributes.shape == (n, len(self.attribute_names))
-        if self.filenames is not None:
-            assert len(self.filenames) == n
+            if self.attributes.shape != (n, len(self.attribute_names)):
+                problems.append(f"attributes of shape {self.attributes.shape} for {len(self.attribute_names)} names")
+        if self.filenames is not None and len(self.filenames) != n:
+            problems.append(f"{len(self.filenames)} file names")
+        if problems:
+            raise BadInputError(f"{self.root}: {n} images but {', '.join(problems)}")
 
     def __len__(self) -> int:
         return len(self.split)
@@ -67,7 +71,9 @@ class Dataset:
         """uint8 ``[len(indices), C, H, W]`` for the given row indices, in that order."""
         indices = np.asarray(indices, dtype=np.int64)
         out = self.loader(indices)
-        assert out.dtype == np.uint8 and out.shape == (len(indices), *self.image_shape)
+        if out.dtype != np.uint8 or out.shape != (len(indices), *self.image_shape):
+            raise BadInputError(f"{self.root}: the reader gave {out.dtype} images of shape {out.shape}, not uint8 "
+                                f"{(len(indices), *self.image_shape)}")
         return out
 
     def indices(self, split: str = "all") -> np.ndarray:
@@ -120,14 +126,6 @@ def register_reader(kind: str) -> Callable[[Reader], Reader]:
         return reader
 
     return decorate
-
-
-def data_home() -> Path:
-    """``$HALITOOL_DATA``, else the user's cache folder (``$XDG_CACHE_HOME/halitool`` or ``~/.cache/halitool``)."""
-    if os.environ.get("HALITOOL_DATA"):
-        return Path(os.environ["HALITOOL_DATA"]).expanduser()
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(cache) / "halitool"
 
 
 def default_root(kind: str) -> Path:

@@ -13,7 +13,7 @@ be read-only, so the cache never goes beside it):
 ``name`` hashes the data folder and the preprocessing (mode, crop, size, resample), so another crop gets its
 own file. ``key`` also hashes every image file's name, size and modification time: a changed, added or removed
 image makes the cache stale. A cache that is stale, truncated, of the wrong shape or without its marker is
-rebuilt, with one line on the console saying why. The images are decoded in threads (Pillow releases the GIL)
+rebuilt, with one log message saying why. The images are decoded in threads (Pillow releases the GIL)
 straight into ``<kind>-<name>.npy.partial-<pid>``, which is flushed, fsynced and renamed when complete.
 """
 
@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+import logging
 import os
 import threading
 import time
@@ -30,25 +31,22 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from rich.console import Console
 
-from halitool.console import default_console, progress
-from halitool.data.base import data_home
+from halitool.progress import SILENT, Progress
+from halitool import settings
 from halitool.errors import UsageError
+
+log = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1
 # "auto" caches data sets at least this large: below it, decoding is quick and a cache file would only clutter.
 AUTO_MIN_IMAGES = 10_000
 CHUNK = 256  # rows per decoding task: big enough to amortise the task, small enough to balance the threads
-SETTINGS = {"on": True, "1": True, "true": True, "yes": True, "off": False, "0": False, "false": False,
-            "no": False, "auto": None, "": None}
 
 
 def cache_dir() -> Path:
     """``$HALITOOL_CACHE_DIR``, else ``data_home()/cache``."""
-    if os.environ.get("HALITOOL_CACHE_DIR"):
-        return Path(os.environ["HALITOOL_CACHE_DIR"]).expanduser()
-    return data_home() / "cache"
+    return settings.image_cache_dir()
 
 
 def cache_wanted(option: bool | None, n_images: int) -> bool:
@@ -56,10 +54,7 @@ def cache_wanted(option: bool | None, n_images: int) -> bool:
     data sets of at least :data:`AUTO_MIN_IMAGES` images)."""
     if option is not None:
         return bool(option)
-    text = os.environ.get("HALITOOL_CACHE", "auto").strip().lower()
-    if text not in SETTINGS:
-        raise UsageError(f"HALITOOL_CACHE={text!r}: use on, off or auto")
-    setting = SETTINGS[text]
+    setting = settings.image_cache_switch()
     return n_images >= AUTO_MIN_IMAGES if setting is None else setting
 
 
@@ -88,12 +83,12 @@ class ImageCache:
 
     def __init__(self, kind: str, root: Path, paths: list[str], image_shape: tuple[int, int, int],
                  preprocessing: dict, decode: Callable[[np.ndarray], np.ndarray], folder: Path | None = None,
-                 workers: int | None = None, console: Console | None = None):
+                 workers: int | None = None, progress: Progress = SILENT):
         self.kind, self.root, self.paths = kind, Path(root), paths
         self.image_shape, self.preprocessing, self.decode = tuple(image_shape), dict(preprocessing), decode
         self.folder = Path(folder) if folder is not None else cache_dir()
         self.workers = workers or min(8, os.cpu_count() or 1)
-        self.console = console
+        self.progress = progress  # where the decoding of a (re)build is reported
         name = _sha256({"root": str(self.root.resolve()), "preprocessing": self.preprocessing,
                         "shape": self.image_shape})[:16]
         self.path = self.folder / f"{kind}-{name}.npy"
@@ -142,14 +137,13 @@ class ImageCache:
                 key = self.key()
                 problem = "rebuild asked for" if rebuild else self.problem(key)
                 if problem is not None:
-                    console = self.console or default_console()
-                    console.print(f"{self.path}: image cache {problem}; decoding {len(self.paths):,} images into it")
-                    self.build(key, console)
+                    log.info(f"{self.path}: image cache {problem}; decoding {len(self.paths):,} images into it")
+                    self.build(key)
                     self.built = True
                 self._array = np.load(self.path, mmap_mode="r")
             return self._array
 
-    def build(self, key: str, console: Console) -> None:
+    def build(self, key: str) -> None:
         """Decode every image in threads into a temporary .npy, then rename it into place and write the marker."""
         self.folder.mkdir(parents=True, exist_ok=True)
         self.marker.unlink(missing_ok=True)  # from here on a crash leaves no marker, so the next run rebuilds
@@ -163,10 +157,10 @@ class ImageCache:
                 out[lo:hi] = self.decode(np.arange(lo, hi))
                 return hi - lo
 
-            with progress(console) as bar, ThreadPoolExecutor(max_workers=self.workers) as pool:
-                task = bar.add_task("caching images", total=n)
+            with self.progress.task("caching images", total=n) as task, \
+                    ThreadPoolExecutor(max_workers=self.workers) as pool:
                 for done in pool.map(fill, range(0, n, CHUNK)):
-                    bar.advance(task, done)
+                    task.advance(done)
             out.flush()
             del out
             with open(partial, "rb+") as f:
@@ -192,13 +186,12 @@ class ImageCache:
         return np.asarray(array[indices])  # fancy indexing copies out of the map
 
 
-def build_cache(ds, rebuild: bool = False, console: Console | None = None) -> dict:
+def build_cache(ds, rebuild: bool = False, progress: Progress = SILENT) -> dict:
     """Check (or build) the cache of ``ds`` (a :class:`Dataset` opened with ``cache=True``); a summary dict."""
     cache = ds.image_cache
     if cache is None:
         raise UsageError(f"{ds.spec}: data sets of kind {ds.kind!r} have no image cache (only celeba has)")
-    if console is not None:
-        cache.console = console
+    cache.progress = progress
     t0 = time.perf_counter()
     array = cache.open(rebuild=rebuild)
     return {"cache": str(cache.path), "marker": str(cache.marker), "n_images": int(array.shape[0]),

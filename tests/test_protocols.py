@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from halitool import draws, semisup
+from halitool import draws, protocols
 from halitool.errors import BadInputError, UsageError
 
 ARRAY_PROTOCOLS = ("linear", "linear-heldout", "spread")
@@ -25,7 +25,7 @@ def clusters(n_train=700, n_test=200, dim=5, spread=1.0, seed=0):
 @pytest.mark.parametrize("protocol", ARRAY_PROTOCOLS)
 def test_separable_clusters_give_zero_error_with_10_labels(protocol):
     x, y, xt, yt = clusters()
-    result = semisup.evaluate(x, y, xt, yt, n_labels=10, protocol=protocol, seeds=2)
+    result = protocols.evaluate(x, y, xt, yt, n_labels=10, protocol=protocol, seeds=2)
     assert result["error_mean"] == 0.0
     assert [r["error"] for r in result["runs"]] == [0.0, 0.0]
     assert result["protocol"] == protocol and result["labels"] == 10
@@ -36,7 +36,7 @@ def test_overlapping_clusters_give_errors():
     x, _, xt, _ = clusters()
     rng = np.random.default_rng(1)
     y, yt = rng.permutation(np.arange(700) % 10), rng.permutation(np.arange(200) % 10)
-    result = semisup.evaluate(x, y, xt, yt, n_labels=20, protocol="linear", seeds=2)
+    result = protocols.evaluate(x, y, xt, yt, n_labels=20, protocol="linear", seeds=2)
     assert result["error_mean"] > 60
 
 
@@ -70,17 +70,17 @@ def recorder(monkeypatch):
 
     def run(features_train, labels_train, labelled_idx, features_test, seed, *, prepared=None, **options):
         calls.append({"seed": seed, "labelled": labelled_idx.copy(), "visible": labels_train.copy(), **options})
-        return semisup.ProtocolOutput(np.zeros(len(features_test), dtype=np.int64), {})
+        return protocols.ProtocolOutput(np.zeros(len(features_test), dtype=np.int64), {})
 
     for name, heldout in (("spy", False), ("spy-heldout", True)):
-        monkeypatch.setitem(semisup.PROTOCOLS, name, semisup.Protocol(
+        monkeypatch.setitem(protocols.PROTOCOLS, name, protocols.Protocol(
             name=name, classifier="spy", run=run, uses_heldout_labels=heldout))
     return calls
 
 
 def test_draws_come_from_train_outside_heldout_and_labels_are_masked(recorder):
     x, y, xt, yt = clusters(n_train=600)
-    semisup.evaluate(x, y, xt, yt, n_labels=30, protocol="spy", seeds=3, seed_base=5)
+    protocols.evaluate(x, y, xt, yt, n_labels=30, protocol="spy", seeds=3, seed_base=5)
     n_heldout = draws.heldout_size(600)
     assert n_heldout == 100
     assert [c["seed"] for c in recorder] == [5, 6, 7]
@@ -96,8 +96,8 @@ def test_draws_come_from_train_outside_heldout_and_labels_are_masked(recorder):
 
 def test_heldout_protocol_sees_heldout_labels_and_the_same_draw(recorder):
     x, y, xt, yt = clusters(n_train=600)
-    semisup.evaluate(x, y, xt, yt, n_labels=30, protocol="spy", seeds=1)
-    semisup.evaluate(x, y, xt, yt, n_labels=30, protocol="spy-heldout", seeds=1)
+    protocols.evaluate(x, y, xt, yt, n_labels=30, protocol="spy", seeds=1)
+    protocols.evaluate(x, y, xt, yt, n_labels=30, protocol="spy-heldout", seeds=1)
     plain, heldout = recorder
     assert np.array_equal(plain["labelled"], heldout["labelled"])  # paired draws across protocols
     assert np.array_equal(heldout["heldout_idx"], np.arange(500, 600))
@@ -107,15 +107,15 @@ def test_heldout_protocol_sees_heldout_labels_and_the_same_draw(recorder):
 @pytest.mark.parametrize("protocol", ARRAY_PROTOCOLS)
 def test_same_seed_same_result(protocol):
     x, y, xt, yt = clusters(spread=12.0)  # overlapping enough that errors vary with the draw
-    a = semisup.evaluate(x, y, xt, yt, n_labels=20, protocol=protocol, seeds=2, seed_base=7)
-    b = semisup.evaluate(x, y, xt, yt, n_labels=20, protocol=protocol, seeds=2, seed_base=7)
+    a = protocols.evaluate(x, y, xt, yt, n_labels=20, protocol=protocol, seeds=2, seed_base=7)
+    b = protocols.evaluate(x, y, xt, yt, n_labels=20, protocol=protocol, seeds=2, seed_base=7)
     assert a["runs"] == b["runs"]
     assert [r["seed"] for r in a["runs"]] == [7, 8]
 
 
 def test_all_protocols_result_shape():
     x, y, xt, yt = clusters()
-    result = semisup.evaluate(x, y, xt, yt, n_labels=10, protocol="all", seeds=1)
+    result = protocols.evaluate(x, y, xt, yt, n_labels=10, protocol="all", seeds=1)
     assert set(result["protocols"]) == set(ARRAY_PROTOCOLS)
     assert result["protocols"]["spread"]["transductive"] is True
     assert result["protocols"]["linear-heldout"]["labels_used"] == 10 + draws.heldout_size(700)
@@ -124,8 +124,8 @@ def test_all_protocols_result_shape():
 def test_row_space_fit_matches_full_fit():
     rng = np.random.default_rng(0)
     x, y, xt = rng.normal(size=(60, 300)), np.arange(60) % 6, rng.normal(size=(200, 300))
-    full = semisup._logistic(0.05).fit(x, y)
-    reduced = semisup.fit_logistic(x, y, 0.05)
+    full = protocols._logistic(0.05).fit(x, y)
+    reduced = protocols.fit_logistic(x, y, 0.05)
     assert reduced.basis.shape == (300, 60)
     np.testing.assert_allclose(reduced.predict_proba(xt), full.predict_proba(xt), atol=1e-3)
 
@@ -135,7 +135,7 @@ def test_knn_graph_matches_brute_force():
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(300, 4))
-    graph = semisup.knn_graph(x, 5, batch=64).toarray()
+    graph = protocols.knn_graph(x, 5, batch=64).toarray()
     _, nn = NearestNeighbors(n_neighbors=6).fit(x).kneighbors(x)
     expected = np.zeros((300, 300))
     for i, row in enumerate(nn):
@@ -146,18 +146,11 @@ def test_knn_graph_matches_brute_force():
 def test_bad_evaluate_inputs():
     x, y, xt, yt = clusters()
     with pytest.raises(UsageError):
-        semisup.evaluate(x, y, xt, yt, n_labels=10, protocol="nope")
+        protocols.evaluate(x, y, xt, yt, n_labels=10, protocol="nope")
     with pytest.raises(UsageError):
-        semisup.evaluate(x, y, xt, yt, n_labels=10, seeds=0)
+        protocols.evaluate(x, y, xt, yt, n_labels=10, seeds=0)
     with pytest.raises(BadInputError):
-        semisup.evaluate(x, y, xt[:0], yt[:0], n_labels=10)
-
-
-def test_parse_levels():
-    assert semisup.parse_levels(None, ["z1", "z2"]) == ("z1", "z2")
-    assert semisup.parse_levels("z2+z1", ["z1", "z2"]) == ("z2", "z1")
-    with pytest.raises(UsageError):
-        semisup.parse_levels("z3", ["z1", "z2"])
+        protocols.evaluate(x, y, xt[:0], yt[:0], n_labels=10)
 
 
 def test_spread_scores_solve_the_linear_system():
@@ -165,11 +158,11 @@ def test_spread_scores_solve_the_linear_system():
     from scipy.sparse.linalg import spsolve
 
     rng = np.random.default_rng(0)
-    prepared = semisup.prepare_spread(rng.normal(size=(150, 8)), rng.normal(size=(50, 8)), components=4)
+    prepared = protocols.prepare_spread(rng.normal(size=(150, 8)), rng.normal(size=(50, 8)), components=4)
     S = prepared["S"]
     labels = np.r_[np.arange(150) % 3, np.full(50, -1)]
     labelled = np.array([0, 1, 2, 30, 31, 32])
-    scores, classes = semisup.spread_scores(S, labels, labelled, alpha=0.9, tol=1e-10)
+    scores, classes = protocols.spread_scores(S, labels, labelled, alpha=0.9, tol=1e-10)
     y = np.zeros((200, 3))
     y[labelled, labels[labelled]] = 1
     expected = spsolve((sp.identity(200) - 0.9 * S).tocsc(), y)

@@ -20,6 +20,7 @@ from halitool.fileio import atomic_write_bytes
 
 SCHEMA_VERSION = 1
 FORMATS = ("table", "json", "csv")
+SUMMARY_FORMATS = ("table", "json")  # a command whose output is a file: its summary has no CSV form
 
 
 def default_format(output: str | None) -> str:
