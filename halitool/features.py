@@ -451,8 +451,11 @@ def _validate(path: Path, h5: h5py.File, allow_incomplete: bool) -> None:
         mean = group["mean"]
         if mean.dtype.kind != "f":
             raise BadInputError(f"{path}: level {name} holds {mean.dtype} values, not floating-point features")
-        if mean.ndim != 2 or mean.shape[0] != n or mean.shape[1] != int(np.prod(group.attrs["shape"])):
-            raise BadInputError(f"{path}: level {name} has shape {mean.shape}, expected ({n}, prod{tuple(group.attrs['shape'])})")
+        shape = tuple(int(s) for s in np.atleast_1d(group.attrs["shape"]))
+        dim = int(np.prod(shape, dtype=np.int64))
+        if mean.ndim != 2 or mean.shape[0] != n or mean.shape[1] != dim:
+            raise BadInputError(f"{path}: level {name} holds an array of shape {tuple(int(s) for s in mean.shape)}, "
+                                f"expected ({n}, {dim}): {n} rows of its shape {shape} flattened")
     for key in ("index/sample_id", "labels/class", "labels/attributes", "index/filename"):
         if key in h5 and h5[key].shape[0] != n:
             raise BadInputError(f"{path}: {key} has {h5[key].shape[0]} rows, the index has {n}")

@@ -572,7 +572,36 @@ def _(c):
     def edit(h5):
         h5["levels/z2"].attrs["shape"] = [9]
 
-    return ["inspect", str(c.features_with(edit))], ["features.h5", "level z2"]
+    # Plain numbers in the message, not numpy reprs such as np.int64(9).
+    return ["inspect", str(c.features_with(edit))], ["features.h5", "level z2", "expected (80, 9)", "shape (9,)"]
+
+
+@case("features-attributes-not-binary/probe", 3)
+def _(c):
+    def edit(h5):
+        h5["labels/attributes"][5, 0] = 2
+
+    return (["probe-attributes", str(c.features_with(edit)), "--no-pixel-baseline"],
+            ["features.h5", "must be 0 or 1", "row 5"])
+
+
+@case("training-state-as-checkpoint/info", 3)
+def _(c):
+    from halitool.tensorfile import write_tensors
+    from halitool.training_state import STATE_METADATA_KEY
+
+    path = c.inp / "run" / "state.safetensors"
+    path.parent.mkdir(parents=True)
+    import torch
+
+    write_tensors(path, {"model.x": torch.zeros(1)}, {STATE_METADATA_KEY: "{}"})
+    return ["info", str(path)], ["state.safetensors", "training state", str(path.parent / "model.safetensors")]
+
+
+@case("features-missing/semisup", 3)
+def _(c):
+    # Not "checkpoint not found": SOURCE may be a features file as well.
+    return ["semisup", str(c.inp / "missing.h5"), "--seeds", "1"], ["missing.h5", "not found", "features file"]
 
 
 @case("features-wrong-row-count/probe", 3)
