@@ -2,7 +2,8 @@
 
 A run folder holds ``model.safetensors`` (the release checkpoint), ``state.safetensors`` + ``state.json`` (the
 optimisers, the step and the RNG state, for ``--resume``), ``metrics.jsonl`` (one JSON object per logged
-interval) and PNG grids ``samples-STEP.png`` and ``recon-STEP.png``.
+interval), ``curves.png`` (metrics.jsonl drawn at each checkpoint, when matplotlib is installed) and PNG grids
+``samples-STEP.png`` and ``recon-STEP.png``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import torch
 from rich.console import Console
 from rich.progress import TextColumn
 
-from halitool import __version__
+from halitool import __version__, plots
 from halitool.checkpoint import load_state_strict, save_checkpoint
 from halitool.console import default_console, make_console, progress
 from halitool.data import open_dataset
@@ -38,6 +39,7 @@ MODEL_FILE = "model.safetensors"
 STATE_FILE = "state.safetensors"
 STATE_JSON = "state.json"
 METRICS_FILE = "metrics.jsonl"
+CURVES_FILE = "curves.png"
 # Options that define a run: a resumed run must use the same values.
 RUN_DEFINING = ("data", "arch", "levels", "batch_size", "lr", "lr_d", "beta1", "beta2", "seed", "precision",
                 "objective", "val_size", "keep", "labels", "label_seed", "ema")
@@ -492,7 +494,7 @@ def _train(opts: TrainOptions, console: Console, device: torch.device, ddp: Dist
     else:
         step, seconds_before, legs = 0, 0.0, []
         if ddp.main:
-            for stale in (METRICS_FILE, STATE_FILE, STATE_JSON):
+            for stale in (METRICS_FILE, STATE_FILE, STATE_JSON, CURVES_FILE):
                 (out / stale).unlink(missing_ok=True)
         first = train_idx[: min(len(train_idx), 10000)]
         model.init_pixel_bias(images_to_input(ds.images(first), device).mean(dim=0))
@@ -550,6 +552,7 @@ def _train(opts: TrainOptions, console: Console, device: torch.device, ddp: Dist
     last_good = step if opts.resume else None
     window: dict[str, list[float]] = {}
     last_eval: dict | None = None
+    curves: dict = {"path": None, "note": None}  # the last drawing of CURVES_FILE, or why there is none
 
     def seconds() -> float:
         return seconds_before + time.perf_counter() - start_time
@@ -574,6 +577,10 @@ def _train(opts: TrainOptions, console: Console, device: torch.device, ddp: Dist
                             classifier=classifier_section)
         _save_state(out, step, seconds(), opts, model, opt_d, opt_g, legs, best, averaged)
         last_good = step
+        try:
+            curves["path"] = str(plots.training_curves(out / METRICS_FILE, out / CURVES_FILE, LOSS_NAMES))
+        except plots.MatplotlibMissing as exc:  # a by-product: a run never fails for want of a figure
+            curves["note"] = f"{CURVES_FILE} not drawn: {exc}"
 
     last_metrics: dict = {}
     bar = progress(console if ddp.main else make_console(quiet=True), TextColumn("{task.fields[losses]}"))
@@ -644,7 +651,8 @@ def _train(opts: TrainOptions, console: Console, device: torch.device, ddp: Dist
     return {
         "output": str(out / MODEL_FILE), "steps": step, "epochs": step / steps_per_epoch,
         "seconds": round(seconds(), 3), "device": str(device), "metrics": last_metrics, "rank": ddp.rank,
-        "validation": last_eval, "best": best,
+        "validation": last_eval, "best": best, "curves": curves["path"],
+        "notes": [curves["note"]] if curves["note"] else [],
     }
 
 
