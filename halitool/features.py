@@ -385,6 +385,37 @@ class FeaturesFile:
             raise BadInputError(f"{self.path}: level {name} has NaN or inf values in {bad} rows")
         return data
 
+    # tables -------------------------------------------------------------------------------------
+    def to_pandas(self, level: str | None = None):
+        """A pandas DataFrame with one row per sample in file order, indexed by ``sample_id``: ``split``
+        (categorical train/valid/test); where the file has classes, ``label`` (the class value) and ``class`` (its
+        name, when the file names every label); one 0/1 column per attribute, named as the attribute; and with
+        ``level``, that level's flattened features as float32 columns ``<level>_0`` ... ``<level>_<D-1>``."""
+        import pandas as pd  # here, not at module level: nothing else in the file format needs pandas
+
+        index = pd.Index(self.sample_ids, name="sample_id")
+        split = self.split
+        if not np.isin(split, list(SPLIT_NAMES)).all():
+            raise BadInputError(f"{self.path}: index/split holds codes other than {sorted(SPLIT_NAMES)}")
+        columns = {"split": pd.Categorical.from_codes(split, categories=[SPLIT_NAMES[c] for c in sorted(SPLIT_NAMES)])}
+        labels, names = self.labels, self.class_names
+        if labels is not None:
+            columns["label"] = labels
+            if names and len(labels) and 0 <= labels.min() and labels.max() < len(names):
+                columns["class"] = np.asarray(names, dtype=object)[labels]
+        attributes = self.attributes
+        for j, name in enumerate(self.attribute_names):
+            if name in columns:  # a dict would silently replace the column of that name
+                raise BadInputError(f"{self.path}: attribute {name!r} has the name of another column")
+            columns[name] = attributes[:, j]
+        frame = pd.DataFrame(columns, index=index)
+        if level is None:
+            return frame
+        features = self.read_level(level)
+        # One block for all D columns: a column at a time is slow (and fragments the frame) for D in the hundreds.
+        block = pd.DataFrame(features, index=index, columns=[f"{level}_{i}" for i in range(features.shape[1])])
+        return pd.concat([frame, block], axis=1)
+
     def _check_level(self, name: str) -> None:
         if f"levels/{name}" not in self.h5:
             raise BadInputError(f"{self.path}: no level {name!r}; the file has {', '.join(self.levels) or 'none'}")

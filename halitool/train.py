@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from halitool import __version__
+from halitool import __version__, plots
 from halitool.averaging import recalibrate_decoders, update_average
 from halitool.checkpoint import save_checkpoint
 from halitool.choices import KEEP, PRECISIONS
@@ -33,6 +33,7 @@ from halitool.models.hali import collapse_tensors
 from halitool.progress import SILENT, Progress
 from halitool.runtime import hardware, resolve_device
 from halitool.training_state import (
+    CURVES_FILE,
     METRICS_FILE,
     MODEL_FILE,
     STATE_FILE,
@@ -209,6 +210,7 @@ class _Run:
         self.calibrated_at: int | None = None  # the step whose weights the average's statistics were computed for
         self.last_good = self.step if opts.resume else None  # the step of the last checkpoint written
         self.last_eval: dict | None = None
+        self.curves: dict = {"path": None, "note": None}  # the last drawing of CURVES_FILE, or why there is none
         self.start_time = time.perf_counter()
 
     # ------------------------------------------------------------------------------------------- set-up
@@ -272,7 +274,7 @@ class _Run:
         else:
             self.step, self.seconds_before, legs = 0, 0.0, []
             if self.group.main:
-                for stale in (METRICS_FILE, STATE_FILE, STATE_JSON):
+                for stale in (METRICS_FILE, STATE_FILE, STATE_JSON, CURVES_FILE):
                     (out / stale).unlink(missing_ok=True)
             first = self.train_idx[: min(len(self.train_idx), 10000)]
             model.init_pixel_bias(images_to_input(self.ds.images(first), self.device).mean(dim=0))
@@ -410,6 +412,10 @@ class _Run:
         save_state(out, step, self.seconds(), _options_json(opts), self.model, self.opt_d, self.opt_g, self.legs,
                    self.best, self.averaged)
         self.last_good = step
+        try:
+            self.curves["path"] = str(plots.training_curves(out / METRICS_FILE, out / CURVES_FILE, LOSS_NAMES))
+        except plots.MatplotlibMissing as exc:  # a by-product: a run never fails for want of a figure
+            self.curves["note"] = f"{CURVES_FILE} not drawn: {exc}"
 
     def _preprocessing(self) -> dict:
         return {**self.ds.preprocessing, "image_shape": list(self.ds.image_shape), "model_input_range": [0, 1]}
@@ -448,6 +454,7 @@ class _Run:
             "output": str(self.out / MODEL_FILE), "steps": self.step, "epochs": self.step / self.steps_per_epoch,
             "seconds": round(self.seconds(), 3), "device": str(self.device), "metrics": last_metrics,
             "rank": self.group.rank, "validation": self.last_eval, "best": self.best,
+            "curves": self.curves["path"], "notes": [self.curves["note"]] if self.curves["note"] else [],
         }
 
 

@@ -154,3 +154,14 @@ def record_reads(monkeypatch, module) -> tuple[list[int], dict]:
 
     monkeypatch.setattr(module, "open_dataset", recording_open)
     return read, opened
+
+
+@pytest.fixture
+def no_matplotlib(monkeypatch):
+    """Make ``import matplotlib`` (and its submodules, even ones already imported) fail, as where the ``plot``
+    extra is not installed."""
+    import sys
+
+    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+        monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)

@@ -76,3 +76,38 @@ def test_chunks_in_band(tmp_path):
     with h5py.File(path) as h5:
         rows = h5["levels/z1/mean"].chunks[0]
         assert 10 * 1024 <= rows * 784 * 4 <= 1024 * 1024
+
+
+def test_to_pandas_rows_columns_and_a_level(tmp_path):
+    levels = _arrays()
+    split = np.array([0] * 20 + [1] * 5 + [2] * 5, dtype=np.int8)
+    labels = np.arange(30) % 3
+    attributes = (np.arange(60).reshape(30, 2) % 3 == 0).astype(np.int8)
+    sample_ids = np.arange(30) * 7 + 100  # ids that are not row numbers, so the index is visibly the ids
+    path = write_features(tmp_path / "f.h5", levels, split, labels=labels, attributes=attributes,
+                          attribute_names=["a", "b"], sample_ids=sample_ids)
+    with open_features(path) as f:
+        table = f.to_pandas()
+        with_z1 = f.to_pandas(level="z1")
+        with pytest.raises(BadInputError, match="no level 'z9'"):
+            f.to_pandas(level="z9")
+    assert table.index.name == "sample_id" and table.index.tolist() == sample_ids.tolist()
+    assert table.columns.tolist() == ["split", "label", "class", "a", "b"]
+    assert table["split"].value_counts().to_dict() == {"train": 20, "valid": 5, "test": 5}
+    assert table["split"].iloc[[0, 20, 29]].tolist() == ["train", "valid", "test"]
+    assert table["label"].tolist() == labels.tolist() and table["class"].tolist() == [str(v) for v in labels]
+    np.testing.assert_array_equal(table[["a", "b"]].to_numpy(), attributes)
+    assert with_z1.columns.tolist() == table.columns.tolist() + [f"z1_{i}" for i in range(18)]
+    np.testing.assert_array_equal(with_z1.filter(like="z1_").to_numpy(), levels["z1"].reshape(30, -1))
+    assert with_z1["z1_0"].dtype == np.float32
+    # Selecting a split gives the rows read_level gives for it.
+    np.testing.assert_array_equal(with_z1[with_z1["split"] == "test"].filter(like="z1_").to_numpy(),
+                                  levels["z1"].reshape(30, -1)[25:])
+
+
+def test_to_pandas_without_labels_or_attributes(tmp_path):
+    path = write_features(tmp_path / "bare.h5", _arrays(), np.zeros(30, np.int8))
+    with open_features(path) as f:
+        table = f.to_pandas(level="z2")
+    assert table.columns.tolist() == ["split"] + [f"z2_{i}" for i in range(5)]
+    assert table.index.tolist() == list(range(30))

@@ -81,9 +81,26 @@ def test_output_file_table_and_plot(tmp_path):
     assert "z1+z2" in err and "majority" in err
     assert set(json.loads(out_json.read_text())["levels"]) == {"z1", "z2", "z1+z2"}
     with Image.open(png) as image:
-        assert image.format == "PNG" and image.size[0] > 100
+        assert image.format == "PNG" and image.size[0] >= 600 and image.size[1] >= 200
+        colours = {colour for _, colour in image.convert("RGB").getcolors(maxcolors=1 << 20)}
+    assert {(31, 119, 180), (255, 127, 14), (44, 160, 44)} <= colours  # one bar colour per level: z1, z2, z1+z2
     code, _, err = run_cli(args)
     assert code == 2 and "exists" in err  # never overwrite without --force
+
+
+def test_plot_without_matplotlib_fails_at_once_and_writes_nothing(tmp_path, monkeypatch, no_matplotlib):
+    from halitool.commands import probe as probe_command
+
+    def no_probing(*args, **kwargs):
+        raise AssertionError("probes were fitted although the plot could never be drawn")
+
+    monkeypatch.setattr(probe_command, "probe_attributes", no_probing)
+    path = small_features(tmp_path / "f.h5")
+    code, out, err = run_cli(["probe-attributes", str(path), "-o", str(tmp_path / "r.json"),
+                              "--plot", str(tmp_path / "bars.png")])
+    assert code == 2 and out == ""
+    assert err.count("Error:") == 1 and "pip install 'halitool[plot]'" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.h5"]
 
 
 def test_no_valid_split_records_the_holdout(tmp_path):

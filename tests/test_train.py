@@ -8,6 +8,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from PIL import Image
+
 from halitool.checkpoint import load_checkpoint
 from halitool.models import hali
 from conftest import record_reads, run_cli
@@ -24,8 +26,11 @@ def test_training_steps_change_weights_and_write_a_loadable_checkpoint(mnist_dir
     assert stdout.strip() == str(tmp_path / "run" / "model.safetensors")
     run = tmp_path / "run"
     for name in ("model.safetensors", "state.safetensors", "state.json", "metrics.jsonl",
-                 "samples-0000003.png", "recon-0000003.png"):
+                 "samples-0000003.png", "recon-0000003.png", "curves.png"):
         assert (run / name).is_file(), name
+    with Image.open(run / "curves.png") as image:  # metrics.jsonl drawn beside it at the checkpoint
+        assert image.format == "PNG" and min(image.size) > 100
+        image.verify()
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [line["step"] for line in lines] == [1, 2, 3]
     assert all(set(line) >= {"d_loss", "g_loss", "s_q", "s_p"} for line in lines)
@@ -209,3 +214,14 @@ def test_paper_objective_and_explicit_levers_are_recorded(mnist_dir, tmp_path):
     loaded = load_checkpoint(tmp_path / "rec" / "model.safetensors")
     assert loaded.config.objective == {**RECOMMENDED_OBJECTIVE, "cycle_weight": 3.0, "r1_weight": 0.5}
     assert loaded.training["objective"] == loaded.config.objective
+
+
+def test_training_without_matplotlib_still_trains_and_says_why_there_are_no_curves(mnist_dir, tmp_path,
+                                                                                   no_matplotlib):
+    from halitool.train import TrainOptions, train
+
+    run = tmp_path / "run"
+    summary = train(TrainOptions(data=f"mnist:{mnist_dir}", out=run, arch="tiny", steps=2, batch_size=50, seed=3))
+    assert (run / "model.safetensors").is_file() and not (run / "curves.png").exists()
+    assert summary["steps"] == 2 and summary["curves"] is None
+    assert len(summary["notes"]) == 1 and "pip install 'halitool[plot]'" in summary["notes"][0]

@@ -59,48 +59,6 @@ def csv_rows(result: dict):
                 yield {"kind": kind, "source": source, **attr}
 
 
-def draw_plot(result: dict, path: Path, force: bool) -> None:
-    """Per-attribute horizontal bars of test accuracy for each level, with the majority baseline as a black tick."""
-    from PIL import Image, ImageDraw
-
-    from halitool.fileio import atomic_path
-
-    levels = list(result["levels"].items())
-    if not levels:
-        return
-    names = [a["name"] for a in levels[0][1]["attributes"]]
-    majority = [a["accuracy"] for a in result["baselines"]["majority"]["attributes"]]
-    colours = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75)]
-    bar_h, gap, left, right, top = 6, 6, 150, 20, 40
-    row_h = bar_h * len(levels) + gap
-    width, height = 800, top + row_h * len(names) + 40
-    image = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(image)
-    span = width - left - right
-    draw.text((left, 8), "test accuracy per attribute (0-100 %); black tick: majority baseline", fill="black")
-    for k, (level, _) in enumerate(levels):
-        x = left + 8 + k * 110
-        draw.rectangle([x, 24, x + 10, 32], fill=colours[k % len(colours)])
-        draw.text((x + 14, 22), level, fill="black")
-    for i, name in enumerate(names):
-        y = top + i * row_h
-        draw.text((4, y + max(0, (bar_h * len(levels) - 10) // 2)), name[:22], fill="black")
-        for k, (_, r) in enumerate(levels):
-            value = r["attributes"][i]["accuracy"]
-            if value is not None and math.isfinite(value):
-                draw.rectangle([left, y + k * bar_h, left + int(span * value), y + (k + 1) * bar_h - 1],
-                               fill=colours[k % len(colours)])
-        if math.isfinite(majority[i]):
-            x = left + int(span * majority[i])
-            draw.line([x, y - 1, x, y + bar_h * len(levels)], fill="black", width=2)
-    for tick in range(0, 101, 20):
-        x = left + span * tick // 100
-        draw.line([x, height - 36, x, height - 30], fill="black")
-        draw.text((x - 8, height - 28), str(tick), fill="black")
-    with atomic_path(path, force=force) as tmp:
-        image.save(tmp, format="PNG")
-
-
 @click.command("probe-attributes")
 @click.argument("features", type=click.Path(path_type=Path))
 @click.option("--levels", default=None, metavar="SPECS",
@@ -121,7 +79,8 @@ def draw_plot(result: dict, path: Path, force: bool) -> None:
 @click.option("--pixel-baseline/--no-pixel-baseline", default=True, show_default=True,
               help="Also probe raw pixels reloaded from the data set the file records (skipped if unavailable).")
 @click.option("--plot", type=click.Path(path_type=Path), default=None, metavar="PNG",
-              help="Draw per-attribute accuracy bars per level with the majority baseline marked.")
+              help="Draw per-attribute accuracy bars per level with the majority baseline marked "
+                   "(needs matplotlib: pip install 'halitool[plot]').")
 @output_options
 @force_option
 def probe_attributes_command(features, levels, attributes, c_grid, metric, class_weight, max_train, solver, device,
@@ -142,6 +101,10 @@ def probe_attributes_command(features, levels, attributes, c_grid, metric, class
     from halitool.fileio import check_output_path
 
     ctx = app()
+    if plot is not None:
+        from halitool import plots
+
+        plots.require_matplotlib("--plot")  # fail in a second, not after minutes of probes
     if output not in (None, "-"):
         check_output_path(Path(output), force)
     if plot is not None:
@@ -160,4 +123,4 @@ def probe_attributes_command(features, levels, attributes, c_grid, metric, class
     emit(result, command="probe-attributes", fmt=fmt, output=output, console=ctx.console, table=table,
          csv_rows=csv_rows, force=force)
     if plot is not None:
-        draw_plot(result, plot, force)
+        plots.probe_accuracy(result, plot, force=force)
