@@ -31,6 +31,8 @@ from halitool.models import HALI, ModelConfig, build_model
 FORMAT = "halitool-checkpoint"
 FORMAT_VERSION = "1"
 SUFFIX = ".safetensors"
+# The source tree's pretrained/; an installed halitool carries the same files as package data, halitool.pretrained
+# (pyproject.toml maps the folder there). shipped_model_dirs() says which one this halitool uses.
 PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
 
 
@@ -69,19 +71,40 @@ def save_checkpoint(path: Path, model: HALI, *, preprocessing: dict, training: d
     return write_tensors(path, model.state_dict(), metadata)
 
 
+def shipped_model_dirs() -> list[Path]:
+    """Where this halitool's shipped models are: the source tree's pretrained/ when it runs from a source tree (a
+    checkout, or an editable install of one), else the installed package data ``halitool.pretrained``.
+
+    The source tree comes first so that a checkout on PYTHONPATH uses its own files even when another tree's
+    editable install provides a ``halitool.pretrained``. Empty when neither exists.
+    """
+    if (PRETRAINED_DIR.parent / "pyproject.toml").is_file() and PRETRAINED_DIR.is_dir():
+        return [PRETRAINED_DIR]
+    from importlib import resources
+
+    try:
+        folder = resources.files("halitool.pretrained")
+    except ModuleNotFoundError:
+        return []
+    # A plain install gives a folder; models inside a zip archive could not be memory-mapped and are not looked up.
+    return [folder] if isinstance(folder, Path) else []
+
+
 def resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:
-    """A path passes through; a bare name (``hali-mnist``) is looked up in $HALITOOL_PRETRAINED, then pretrained/."""
+    """A path passes through; a bare name (``hali-mnist``) is looked up in $HALITOOL_PRETRAINED, then among the
+    shipped models (:func:`shipped_model_dirs`)."""
     text = str(name_or_path)
     path = Path(text).expanduser()
     if path.exists() or os.sep in text or path.suffix in (SUFFIX, ".pt", ".pth"):
         return path
-    places = [p for p in [settings.pretrained_override()] if p] + [PRETRAINED_DIR]
+    places = [p for p in [settings.pretrained_override()] if p] + shipped_model_dirs()
     for folder in places:
         candidate = folder / f"{text}{SUFFIX}"
         if candidate.is_file():
             return candidate
     raise BadInputError(
-        f"{text}: no such checkpoint file, and no shipped model of that name in {', '.join(map(str, places))}"
+        f"{text}: no such checkpoint file, and no shipped model of that name in "
+        f"{', '.join(map(str, places)) or 'this install (it has no shipped models)'}"
     )
 
 

@@ -2,8 +2,9 @@
 
 A run folder holds ``model.safetensors`` (the release checkpoint), ``state.safetensors`` (the weights, the weight
 average, the optimisers, the RNG and the step, in one file written with :mod:`halitool.tensorfile`),
-``state.json`` (a readable copy of the state's metadata), ``metrics.jsonl`` (one JSON object per logged interval)
-and PNG grids ``samples-STEP.png`` and ``recon-STEP.png``.
+``state.json`` (a readable copy of the state's metadata), ``metrics.jsonl`` (one JSON object per logged interval),
+``curves.png`` (metrics.jsonl drawn at each checkpoint, when matplotlib is installed) and PNG grids
+``samples-STEP.png`` and ``recon-STEP.png``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ MODEL_FILE = "model.safetensors"
 STATE_FILE = "state.safetensors"
 STATE_JSON = "state.json"
 METRICS_FILE = "metrics.jsonl"
+CURVES_FILE = "curves.png"
 STATE_METADATA_KEY = "state"  # the metadata entry of a state file: JSON of step, seconds, options, legs, ...
 
 
