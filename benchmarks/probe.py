@@ -23,7 +23,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from halitool.probe import Standardizer, fit_path_sklearn, fit_path_torch  # noqa: E402
+from halitool.probe import fit_path_sklearn, fit_path_torch  # noqa: E402
+from halitool.standardize import Standardizer  # noqa: E402
 
 
 def celeba_like(n_train: int, n_test: int, dim: int, n_attributes: int, seed: int):

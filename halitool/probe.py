@@ -18,6 +18,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from halitool.errors import UsageError
+from halitool.standardize import Standardizer
 from halitool.runtime import resolve_device
 
 METRICS = ("accuracy", "balanced_accuracy")
@@ -182,8 +183,8 @@ def fit_path_sklearn(X: np.ndarray, Y: np.ndarray, Cs: Sequence[float], *, class
 class RotatedFeatures:
     """Features rotated onto the eigenvectors of their Gram matrix: what every torch fit on the same rows shares.
 
-    Computing it (a float64 Gram matrix, its eigenvectors, the rotation) costs about 2 s for 60,000 x 848 on two
-    CPU cores, more than the L-BFGS iterations of a warm-started refit.
+    Computing it (a float64 Gram matrix, its eigenvectors, the rotation) costs more than the L-BFGS iterations of
+    a warm-started refit (docs/benchmarks.md), so the fits on the same rows compute it once.
     """
 
     V: Any  # [D, D] eigenvectors (torch float32)
@@ -262,24 +263,113 @@ def _objective(M, Y, S, U, lam, n):
 
 
 # The two products of every solver iteration with the tall rotated features Z [n, D] and K thin columns. The
-# BLAS kernels chosen for other memory layouts of the same products are several times slower on the CPU
-# (51,000 x 784, K = 8, 2 threads): they were most of the solver's time.
+# BLAS kernels chosen for other memory layouts of the same products are several times slower on the CPU, and
+# they were most of the solver's time (the measurements are in docs/benchmarks.md).
 def _tall_product(Z, U):
-    """``Z @ U`` for ``U [D, K]``, with ``U`` column-major: 13 ms instead of 26 ms for row-major ``U``."""
+    """``Z @ U`` for ``U [D, K]``, with ``U`` column-major (a faster kernel than for row-major ``U``)."""
     return Z @ U.T.contiguous().T
 
 
 def _transposed_product(Z, R):
-    """``Z.T @ R`` for ``R [n, K]``, computed as ``(R.T @ Z).T``: 16 ms instead of 80 ms."""
+    """``Z.T @ R`` for ``R [n, K]``, computed as ``(R.T @ Z).T`` (a faster kernel than ``Z.T @ R``)."""
     return (R.T @ Z).T
+
+
+class _History:
+    """The last ``memory`` curvature pairs (s, y) of every active column, for L-BFGS's two-loop recursion with the
+    initial inverse Hessian ``gamma * diag(1 / p)`` (p: the diagonal preconditioner)."""
+
+    def __init__(self, memory: int, D: int, K: int, device):
+        import torch
+
+        self.memory, self.slot, self.filled = memory, 0, 0
+        self.sU = torch.zeros(memory, D, K, device=device)
+        self.sb = torch.zeros(memory, K, device=device)
+        self.yU = torch.zeros(memory, D, K, device=device)
+        self.yb = torch.zeros(memory, K, device=device)
+        self.rho = torch.zeros(memory, K, device=device)
+        self.gamma = torch.ones(K, device=device)
+
+    def keep(self, columns) -> None:
+        """Drop the columns that left the batch (``columns``: a mask of those that stay)."""
+        self.sU, self.sb = self.sU[:, :, columns], self.sb[:, columns]
+        self.yU, self.yb = self.yU[:, :, columns], self.yb[:, columns]
+        self.rho, self.gamma = self.rho[:, columns], self.gamma[columns]
+
+    def direction(self, gU, gb, pU, pb):
+        """-H g by the two-loop recursion: newest pair first, then oldest first."""
+        qU, qb = gU.clone(), gb.clone()
+        alphas = []
+        for j in range(self.filled):
+            k = (self.slot - 1 - j) % self.memory
+            alpha = self.rho[k] * ((self.sU[k] * qU).sum(0) + self.sb[k] * qb)
+            qU -= alpha * self.yU[k]
+            qb -= alpha * self.yb[k]
+            alphas.append((k, alpha))
+        rU, rb = self.gamma * qU / pU, self.gamma * qb / pb
+        for k, alpha in reversed(alphas):
+            beta = self.rho[k] * ((self.yU[k] * rU).sum(0) + self.yb[k] * rb)
+            rU += (alpha - beta) * self.sU[k]
+            rb += (alpha - beta) * self.sb[k]
+        return -rU, -rb
+
+    def forget(self, columns) -> None:
+        """Restart the history of ``columns`` (a mask): their pairs no longer give a descent direction."""
+        self.rho[:, columns] = 0
+
+    def push(self, sU, sb, yU, yb, pU, pb) -> None:
+        """Record one step's pair; a pair without positive curvature is stored with weight 0 (skipped)."""
+        import torch
+
+        sy = (sU * yU).sum(0) + sb * yb
+        good = sy > 1e-12
+        k = self.slot
+        self.sU[k], self.sb[k], self.yU[k], self.yb[k] = sU, sb, yU, yb
+        self.rho[k] = torch.where(good, 1.0 / sy.clamp_min(1e-30), torch.zeros_like(sy))
+        yHy = ((yU * yU) / pU).sum(0) + yb * yb / pb
+        self.gamma = torch.where(good, sy / yHy.clamp_min(1e-30), self.gamma)
+        self.slot = (self.slot + 1) % self.memory
+        self.filled = min(self.filled + 1, self.memory)
+
+
+def _lbfgs_start(Z, Z2, Y, S, U, b, n: int, state):
+    """What does not depend on lambda at the starting point: margins ``Z U + b``, the data part of the gradient
+    (``Z^T r``, ``sum r``) and of the diagonal preconditioner; reused from ``state`` along the C path."""
+    import torch
+
+    if state is not None:
+        return tuple(t.clone() for t in state)
+    M = _tall_product(Z, U) + b
+    P = torch.sigmoid(M)
+    R = S * (P - Y) / n
+    # Preconditioner: the diagonal of each column's Hessian in the rotated basis, at the starting point.
+    curv = S * P * (1 - P) / n
+    return M, _transposed_product(Z, R), R.sum(0), _transposed_product(Z2, curv), curv.sum(0).clamp_min(1e-12)
+
+
+def _line_search(M, Md, Y, S, U, dU, lam, n: int, f, slope, tries: int = 30):
+    """Backtracking (Armijo) step lengths per column; margins are linear in the step, so a trial costs
+    elementwise work only. Returns (t, f at the step, stalled): a stalled column found no decrease that float32
+    resolves (its t is 0)."""
+    import torch
+
+    t = torch.ones_like(f)
+    for _ in range(tries):
+        f_new = _objective(M + t * Md, Y, S, U + t * dU, lam, n)
+        ok = f_new <= f + 1e-4 * t * slope
+        if bool(ok.all()):
+            break
+        t = torch.where(ok, t, 0.5 * t)
+    stalled = ~ok
+    return torch.where(stalled, torch.zeros_like(t), t), torch.where(stalled, f, f_new), stalled
 
 
 def _lbfgs_columns(Z, Z2, Y, w_pos, w_neg, lam, U0, b0, *, state=None, tol, max_iter, memory):
     """Batched L-BFGS over independent columns; returns (U, b, iterations per column, state).
 
-    ``state`` carries what a warm start along the C path can reuse instead of recomputing (three matrix products
-    per C): the margins ``Z U + b``, the data part of the gradient ``Z^T r`` and of the diagonal preconditioner,
-    all of which do not depend on lambda.
+    A column leaves the batch when its largest gradient entry is at most ``tol``, after ``max_iter`` iterations, or
+    when float32 resolves no further decrease. ``state`` carries what a warm start along the C path can reuse
+    instead of recomputing (three matrix products per C): see :func:`_lbfgs_start`.
     """
     import torch
 
@@ -289,105 +379,48 @@ def _lbfgs_columns(Z, Z2, Y, w_pos, w_neg, lam, U0, b0, *, state=None, tol, max_
     U_out, b_out = U0.clone(), b0.clone()
     its_out = np.zeros(K, dtype=np.int64)
     cols = torch.arange(K, device=dev)  # which original columns are still active
-    Yc = Y
-    S = Yc * w_pos + (1 - Yc) * w_neg  # per-sample weight of each column
-    lam_c = lam
+    S = Y * w_pos + (1 - Y) * w_neg  # per-sample weight of each column
     U, b = U0.clone(), b0.clone()
-    if state is None:
-        M = _tall_product(Z, U) + b
-        P = torch.sigmoid(M)
-        R = S * (P - Yc) / n
-        ZtR, gb = _transposed_product(Z, R), R.sum(0)
-        # Preconditioner: the diagonal of each column's Hessian in the rotated basis, at the starting point.
-        curv = S * P * (1 - P) / n
-        pU_data, pb = _transposed_product(Z2, curv), curv.sum(0).clamp_min(1e-12)
-    else:
-        M, ZtR, gb, pU_data, pb = (t.clone() for t in state)
-    gU = ZtR + lam_c * U
-    pU = (pU_data + lam_c).clamp_min(1e-12)
-    f = _objective(M, Yc, S, U, lam_c, n)
+    M, ZtR, gb, pU_data, pb = _lbfgs_start(Z, Z2, Y, S, U, b, n, state)
+    gU = ZtR + lam * U
+    pU = (pU_data + lam).clamp_min(1e-12)
+    f = _objective(M, Y, S, U, lam, n)
     M_out, ZtR_out, gb_out, pU_out, pb_out = torch.empty_like(M), torch.empty_like(gU), gb.clone(), pU_data, pb
-    hist_sU = torch.zeros(memory, D, K, device=dev)
-    hist_sb = torch.zeros(memory, K, device=dev)
-    hist_yU = torch.zeros(memory, D, K, device=dev)
-    hist_yb = torch.zeros(memory, K, device=dev)
-    rho = torch.zeros(memory, K, device=dev)
-    gamma = torch.ones(K, device=dev)
-    slot = 0
-    filled = 0
+    history = _History(memory, D, K, dev)
     its = torch.zeros(K, dtype=torch.long, device=dev)
     stop = torch.zeros(K, dtype=torch.bool, device=dev)
-    for it in range(max_iter + 1):
-        gmax = torch.maximum(gU.abs().amax(0), gb.abs())
-        done = (gmax <= tol) | (its >= max_iter) | stop
-        if bool(done.any()):
+    for _ in range(max_iter + 1):
+        done = (torch.maximum(gU.abs().amax(0), gb.abs()) <= tol) | (its >= max_iter) | stop
+        if bool(done.any()):  # finished columns: record their result and warm-start state, drop them
             idx = cols[done]
             U_out[:, idx], b_out[idx] = U[:, done], b[done]
-            M_out[:, idx], ZtR_out[:, idx], gb_out[idx] = M[:, done], gU[:, done] - lam_c[done] * U[:, done], gb[done]
+            M_out[:, idx], ZtR_out[:, idx], gb_out[idx] = M[:, done], gU[:, done] - lam[done] * U[:, done], gb[done]
             its_out[idx.cpu().numpy()] = its[done].cpu().numpy()
             keep = ~done
             if not bool(keep.any()):
                 break
-            cols, Yc, S, lam_c, U, b, M, gU, gb, f = (
-                cols[keep], Yc[:, keep], S[:, keep], lam_c[keep], U[:, keep], b[keep], M[:, keep],
+            cols, Y, S, lam, U, b, M, gU, gb, f = (
+                cols[keep], Y[:, keep], S[:, keep], lam[keep], U[:, keep], b[keep], M[:, keep],
                 gU[:, keep], gb[keep], f[keep])
-            pU, pb, gamma, its, stop = pU[:, keep], pb[keep], gamma[keep], its[keep], stop[keep]
-            hist_sU, hist_sb, hist_yU, hist_yb, rho = (
-                hist_sU[:, :, keep], hist_sb[:, keep], hist_yU[:, :, keep], hist_yb[:, keep], rho[:, keep])
-        # Two-loop recursion with H0 = gamma * diag(1 / p): newest pair first, then oldest first.
-        qU, qb = gU.clone(), gb.clone()
-        alphas = []
-        for j in range(filled):
-            k = (slot - 1 - j) % memory
-            alpha = rho[k] * ((hist_sU[k] * qU).sum(0) + hist_sb[k] * qb)
-            qU -= alpha * hist_yU[k]
-            qb -= alpha * hist_yb[k]
-            alphas.append((k, alpha))
-        rU, rb = gamma * qU / pU, gamma * qb / pb
-        for k, alpha in reversed(alphas):
-            beta = rho[k] * ((hist_yU[k] * rU).sum(0) + hist_yb[k] * rb)
-            rU += (alpha - beta) * hist_sU[k]
-            rb += (alpha - beta) * hist_sb[k]
-        dU, db = -rU, -rb
+            pU, pb, its, stop = pU[:, keep], pb[keep], its[keep], stop[keep]
+            history.keep(keep)
+        dU, db = history.direction(gU, gb, pU, pb)
         slope = (gU * dU).sum(0) + gb * db
-        # A direction that does not descend (a stale history): restart that column along -H0 g.
-        bad = slope >= 0
+        bad = slope >= 0  # a direction that does not descend (a stale history): restart along -H0 g
         if bool(bad.any()):
             dU = torch.where(bad, -gU / pU, dU)
             db = torch.where(bad, -gb / pb, db)
             slope = (gU * dU).sum(0) + gb * db
-            rho[:, bad] = 0
-        # Margins are linear in the step, so every trial step length costs elementwise work only.
+            history.forget(bad)
         Md = _tall_product(Z, dU) + db
-        t = torch.ones_like(f)
-        for _ in range(30):
-            f_new = _objective(M + t * Md, Yc, S, U + t * dU, lam_c, n)
-            ok = f_new <= f + 1e-4 * t * slope
-            if bool(ok.all()):
-                break
-            t = torch.where(ok, t, 0.5 * t)
-        stalled = ~ok  # float32 cannot resolve a decrease any more: as converged as this precision allows
-        t = torch.where(stalled, torch.zeros_like(t), t)
+        t, f, stop = _line_search(M, Md, Y, S, U, dU, lam, n, f, slope)
         sU, sb = t * dU, t * db
-        U, b = U + sU, b + sb
-        M = M + t * Md
-        f = torch.where(stalled, f, f_new)
-        P = torch.sigmoid(M)
-        R = S * (P - Yc) / n
-        gU_new = _transposed_product(Z, R) + lam_c * U
-        gb_new = R.sum(0)
-        yU, yb = gU_new - gU, gb_new - gb
-        sy = (sU * yU).sum(0) + sb * yb
-        good = sy > 1e-12
-        hist_sU[slot], hist_sb[slot], hist_yU[slot], hist_yb[slot] = sU, sb, yU, yb
-        rho[slot] = torch.where(good, 1.0 / sy.clamp_min(1e-30), torch.zeros_like(sy))
-        yHy = ((yU * yU) / pU).sum(0) + yb * yb / pb
-        gamma = torch.where(good, sy / yHy.clamp_min(1e-30), gamma)
-        slot = (slot + 1) % memory
-        filled = min(filled + 1, memory)
+        U, b, M = U + sU, b + sb, M + t * Md
+        R = S * (torch.sigmoid(M) - Y) / n
+        gU_new, gb_new = _transposed_product(Z, R) + lam * U, R.sum(0)
+        history.push(sU, sb, gU_new - gU, gb_new - gb, pU, pb)
         gU, gb = gU_new, gb_new
         its = its + 1
-        stop = stalled
     return U_out, b_out, its_out, (M_out, ZtR_out, gb_out, pU_out, pb_out)
 
 
@@ -395,24 +428,6 @@ SOLVERS: dict[str, Callable[..., PathFit]] = {"torch": fit_path_torch, "sklearn"
 
 
 # protocol --------------------------------------------------------------------------------------------
-@dataclass
-class Standardizer:
-    """Feature-wise affine map fitted on training rows; constant features map to 0."""
-
-    mean: np.ndarray
-    scale: np.ndarray
-
-    @classmethod
-    def fit(cls, X: np.ndarray) -> "Standardizer":
-        X = np.asarray(X, dtype=np.float64)
-        mean = X.mean(axis=0)
-        std = X.std(axis=0)
-        return cls(mean, np.where(std > 0, std, 1.0))
-
-    def __call__(self, X: np.ndarray) -> np.ndarray:
-        return ((np.asarray(X, dtype=np.float64) - self.mean) / self.scale).astype(np.float32)
-
-
 def probe_arrays(
     X_train: np.ndarray, Y_train: np.ndarray, X_valid: np.ndarray, Y_valid: np.ndarray,
     X_test: np.ndarray, Y_test: np.ndarray, *, names: Sequence[str], Cs: Sequence[float],
@@ -443,18 +458,7 @@ def probe_arrays(
     n_train, A = Y_train.shape
     standardize = Standardizer.fit(X_train)
     Xtr = standardize(X_train)
-
-    if len(Y_valid):
-        fit_rows = np.arange(n_train)
-        X_sel, Y_sel = standardize(X_valid), Y_valid
-        selection = {"split": "valid", "n": int(len(Y_valid))}
-    else:
-        rng = np.random.default_rng(seed)
-        key = stratify if stratify is not None else stratify_key(Y_train)
-        held = stratified_subset(key, int(round(HOLDOUT_FRACTION * n_train)), rng)
-        fit_rows = np.setdiff1d(np.arange(n_train), held)
-        X_sel, Y_sel = Xtr[held], Y_train[held]
-        selection = {"split": "train_holdout", "n": int(len(held)), "fraction": HOLDOUT_FRACTION, "seed": seed}
+    fit_rows, X_sel, Y_sel, selection = _selection_set(Xtr, Y_train, standardize(X_valid), Y_valid, seed, stratify)
 
     rate_fit = Y_train[fit_rows].mean(axis=0) if len(fit_rows) else np.zeros(A)
     fitted = np.flatnonzero((rate_fit > 0) & (rate_fit < 1))
@@ -464,42 +468,66 @@ def probe_arrays(
     if len(fitted):
         path = fit_path(Xtr[fit_rows], Y_train[fit_rows][:, fitted], Cs, class_weight=class_weight,
                         device=device, on_step=on_step)
-        score_fn = METRIC_FUNCTIONS[metric]
-        for j, a in enumerate(fitted):
-            scores = X_sel @ path.W[:, j].T + path.b[:, j]  # [n_sel, nC]
-            values = [score_fn(Y_sel[:, a], (scores[:, c] > 0).astype(np.int8)) for c in range(len(Cs))]
-            chosen[a] = int(np.argmax(values))  # the first maximum: the smallest C
-            W_final[a], b_final[a] = path.W[chosen[a], j], path.b[chosen[a], j]
+        chosen[fitted] = _choose_c(path, X_sel, Y_sel[:, fitted], METRIC_FUNCTIONS[metric])
+        columns = np.arange(len(fitted))
+        W_final[fitted], b_final[fitted] = path.W[chosen[fitted], columns], path.b[chosen[fitted], columns]
         if selection["split"] == "train_holdout":
-            # Refit on all of train at each attribute's chosen C, warm-started from the hold-out fit.
-            # (An attribute that varies on the fitting rows varies on all of train, so every group can be fitted.)
-            rotated = RotatedFeatures.of(Xtr, device) if solver == "torch" else None  # shared by the groups
-            for c in np.unique(chosen[fitted]):
-                group = fitted[chosen[fitted] == c]
-                extra = {"init": (W_final[group], b_final[group]), "rotated": rotated} if solver == "torch" else {}
-                refit = fit_path(Xtr, Y_train[:, group], Cs[c : c + 1], class_weight=class_weight,
-                                 device=device, **extra)
-                W_final[group], b_final[group] = refit.W[0], refit.b[0]
+            _refit_on_train(Xtr, Y_train, fitted, chosen, Cs, W_final, b_final, fit_path, class_weight, device,
+                            solver)
 
-    Xte = standardize(X_test)
-    test_scores = Xte @ W_final.T + b_final
-    attributes = []
-    for a, name in enumerate(names):
-        y = Y_test[:, a]
-        if chosen[a] >= 0:
-            pred = (test_scores[:, a] > 0).astype(np.int8)
-            area = auroc(y, test_scores[:, a])
-            C = float(Cs[chosen[a]])
-        else:
-            pred = np.full(len(y), int(round(rate_fit[a])) if len(fit_rows) else 0, dtype=np.int8)
-            area, C = math.nan, None
-        attributes.append({
-            "name": name, "accuracy": accuracy(y, pred), "balanced_accuracy": balanced_accuracy(y, pred),
-            "auroc": area, "C": C, "positive_rate": float(y.mean()) if len(y) else math.nan,
-        })
-    result = summarize(attributes)
+    test_scores = standardize(X_test) @ W_final.T + b_final
+    fallback = [int(round(r)) if len(fit_rows) else 0 for r in rate_fit]
+    result = summarize([_test_metrics(name, Y_test[:, a], test_scores[:, a], Cs[chosen[a]] if chosen[a] >= 0 else None,
+                                      fallback[a]) for a, name in enumerate(names)])
     result["selection"] = selection
     return result
+
+
+def _selection_set(Xtr, Y_train, X_valid, Y_valid, seed: int, stratify):
+    """(rows of train the path is fitted on, features and labels that choose C, the ``selection`` record): the
+    valid rows when there are some, else a stratified ``HOLDOUT_FRACTION`` of train held out with ``seed``."""
+    n_train = len(Y_train)
+    if len(Y_valid):
+        return np.arange(n_train), X_valid, Y_valid, {"split": "valid", "n": int(len(Y_valid))}
+    key = stratify if stratify is not None else stratify_key(Y_train)
+    held = stratified_subset(key, int(round(HOLDOUT_FRACTION * n_train)), np.random.default_rng(seed))
+    selection = {"split": "train_holdout", "n": int(len(held)), "fraction": HOLDOUT_FRACTION, "seed": seed}
+    return np.setdiff1d(np.arange(n_train), held), Xtr[held], Y_train[held], selection
+
+
+def _choose_c(path: PathFit, X_sel, Y_sel, score_fn) -> np.ndarray:
+    """Per fitted column, the index of the C whose metric on the selection rows is best (the first maximum:
+    the smallest C, the strongest regularisation)."""
+    chosen = np.empty(Y_sel.shape[1], dtype=np.int64)
+    for j in range(Y_sel.shape[1]):
+        scores = X_sel @ path.W[:, j].T + path.b[:, j]  # [n_sel, nC]
+        values = [score_fn(Y_sel[:, j], (scores[:, c] > 0).astype(np.int8)) for c in range(len(path.Cs))]
+        chosen[j] = int(np.argmax(values))
+    return chosen
+
+
+def _refit_on_train(Xtr, Y_train, fitted, chosen, Cs, W_final, b_final, fit_path, class_weight, device, solver):
+    """After a hold-out choice: refit on all of train at each attribute's chosen C, warm-started from the hold-out
+    fit, one fit per group of attributes sharing a C (in place). An attribute that varies on the fitting rows
+    varies on all of train, so every group can be fitted."""
+    rotated = RotatedFeatures.of(Xtr, device) if solver == "torch" else None  # shared by the groups
+    for c in np.unique(chosen[fitted]):
+        group = fitted[chosen[fitted] == c]
+        extra = {"init": (W_final[group], b_final[group]), "rotated": rotated} if solver == "torch" else {}
+        refit = fit_path(Xtr, Y_train[:, group], Cs[c: c + 1], class_weight=class_weight, device=device, **extra)
+        W_final[group], b_final[group] = refit.W[0], refit.b[0]
+
+
+def _test_metrics(name: str, y, scores, C: float | None, constant: int) -> dict:
+    """One attribute's test numbers: of its probe, or (``C`` None: constant in train) of predicting ``constant``."""
+    if C is not None:
+        pred = (scores > 0).astype(np.int8)
+        area, C = auroc(y, scores), float(C)
+    else:
+        pred = np.full(len(y), constant, dtype=np.int8)
+        area = math.nan
+    return {"name": name, "accuracy": accuracy(y, pred), "balanced_accuracy": balanced_accuracy(y, pred),
+            "auroc": area, "C": C, "positive_rate": float(y.mean()) if len(y) else math.nan}
 
 
 def summarize(attributes: list[dict]) -> dict:

@@ -126,43 +126,14 @@ def semisup(
         get_protocols(protocol)  # an unknown name fails before any extraction
     _check_source_exists(source)
     if protocol == ADVERSARIAL:
-        from halitool.adversarial import adversarial
-
-        if source is not None and is_features_file(source):
-            raise UsageError(f"{source}: the adversarial protocol trains on images; give a checkpoint or no SOURCE")
-        if levels is not None:
-            raise UsageError("--features does not apply to the adversarial protocol (its classifier sees x and every level)")
-        # The default data set is fetched when missing, as for hali-mnist (after the options are checked).
-        fetch = (lambda: ensure_mnist("mnist")) if data is None else None
-        with progress.task("semisup", total=max(seeds, 0)) as task:
-            return adversarial(source, n_labels=n_labels, seeds=seeds, seed_base=seed_base, data=data,
-                               device=device, epochs=epochs, progress=progress, fetch_data=fetch,
-                               on_step=lambda name, seed: task.advance(1, info=f"{name} seed {seed}"))
-    if source is not None and is_features_file(source):
-        if data is not None:
-            raise UsageError("--data applies to a checkpoint SOURCE; a features file already holds its data set")
-        features_path, checkpoint = source, None
-    else:
-        checkpoint = source or "hali-mnist"
-        data = data or "mnist"
-        if source is None:
-            from halitool.checkpoint import resolve_checkpoint
-
-            resolve_checkpoint(checkpoint)  # a missing shipped model fails before any download
-            ensure_mnist(data)
-        features_path = cached_features(checkpoint, data, device=device, progress=progress)
+        return _adversarial(source, n_labels=n_labels, levels=levels, seeds=seeds, seed_base=seed_base, data=data,
+                            device=device, epochs=epochs, progress=progress)
+    features_path, checkpoint, data = _features_file(source, data, device, progress)
     feats = load_features(features_path, levels)
     options = {}
     wants_model = protocol == "all" or get_protocols(protocol)[0].needs_checkpoint
     if checkpoint is not None and wants_model:
-        epochs = 2 if epochs is None else epochs
-        if epochs < 0 or max_unlabelled < 0:
-            raise UsageError("--epochs and --max-unlabelled must be 0 or more")
-        if epochs != int(epochs):
-            raise UsageError(f"--epochs {epochs}: finetune makes whole passes over the images")
-        epochs = int(epochs)
-        options["finetune"] = finetune_inputs(checkpoint, data, feats, device)
-        options["finetune"].update(epochs=epochs, max_unlabelled=max_unlabelled)
+        options["finetune"] = _finetune_options(checkpoint, data, feats, device, epochs, max_unlabelled)
     n_runs = max(seeds, 0) * (len(evaluated_protocols(protocol, options)))
     with progress.task("semisup", total=n_runs) as task:
         result = evaluate(feats.train, feats.labels_train, feats.test, feats.labels_test, n_labels=n_labels,
@@ -180,6 +151,53 @@ def semisup(
         result = {**result, **provenance}
     result["seconds"] = round(time.perf_counter() - start, 3)
     return result
+
+
+def _adversarial(source: str | None, *, n_labels: int, levels: str | None, seeds: int, seed_base: int,
+                 data: str | None, device: str, epochs: float | None, progress: Progress) -> dict:
+    """The adversarial protocol (:mod:`halitool.adversarial`): it reads images, not frozen features."""
+    from halitool.adversarial import adversarial
+
+    if source is not None and is_features_file(source):
+        raise UsageError(f"{source}: the adversarial protocol trains on images; give a checkpoint or no SOURCE")
+    if levels is not None:
+        raise UsageError("--features does not apply to the adversarial protocol (its classifier sees x and every level)")
+    # The default data set is fetched when missing, as for hali-mnist (after the options are checked).
+    fetch = (lambda: ensure_mnist("mnist")) if data is None else None
+    with progress.task("semisup", total=max(seeds, 0)) as task:
+        return adversarial(source, n_labels=n_labels, seeds=seeds, seed_base=seed_base, data=data,
+                           device=device, epochs=epochs, progress=progress, fetch_data=fetch,
+                           on_step=lambda name, seed: task.advance(1, info=f"{name} seed {seed}"))
+
+
+def _features_file(source: str | None, data: str | None, device: str, progress: Progress
+                   ) -> tuple[Path, str | None, str | None]:
+    """(features file, checkpoint or None, data SPEC or None) of SOURCE: a features file as it is, a checkpoint
+    through the features cache, None as the shipped model on MNIST (fetched when the folder lacks the files)."""
+    if source is not None and is_features_file(source):
+        if data is not None:
+            raise UsageError("--data applies to a checkpoint SOURCE; a features file already holds its data set")
+        return Path(source), None, None
+    checkpoint = source or "hali-mnist"
+    data = data or "mnist"
+    if source is None:
+        from halitool.checkpoint import resolve_checkpoint
+
+        resolve_checkpoint(checkpoint)  # a missing shipped model fails before any download
+        ensure_mnist(data)
+    return cached_features(checkpoint, data, device=device, progress=progress), checkpoint, data
+
+
+def _finetune_options(checkpoint: str, data: str, feats: Features, device: str, epochs: float | None,
+                      max_unlabelled: int) -> dict:
+    """The model, images and budget the ``finetune`` protocol needs (``epochs`` default 2, whole passes)."""
+    epochs = 2 if epochs is None else epochs
+    if epochs < 0 or max_unlabelled < 0:
+        raise UsageError("--epochs and --max-unlabelled must be 0 or more")
+    if epochs != int(epochs):
+        raise UsageError(f"--epochs {epochs}: finetune makes whole passes over the images")
+    return {**finetune_inputs(checkpoint, data, feats, device), "epochs": int(epochs),
+            "max_unlabelled": max_unlabelled}
 
 
 def _check_source_exists(source: str | None) -> None:
