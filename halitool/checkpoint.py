@@ -233,7 +233,7 @@ def load_checkpoint(name_or_path: str | os.PathLike, device: str | torch.device 
             raise BadInputError(f"{path}: checkpoint format version {metadata.get('format_version')!r} is not "
                                 f"supported (this halitool reads version {FORMAT_VERSION})")
         config = _config(path, _json_field(path, metadata, "config"))
-    with torch.device("meta"):  # no random initialisation (17 ms for mnist): every tensor comes from the file
+    with torch.device("meta"):  # no random initialisation to pay for: every tensor comes from the file
         model = build_model(config)
     recorded = _json_field(path, metadata, "levels", required=False)
     if recorded and recorded != level_shapes_json(model):

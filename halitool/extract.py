@@ -103,7 +103,7 @@ class _Encoder:
     def __init__(self, model, device: torch.device, levels: Sequence[str], latent: str, seed: int,
                  with_logvar: bool, precision: str, compile_model: bool = False):
         # Encoders rewritten for inference (batch norm folded, in-place activations, channels-last): the same
-        # latents up to float rounding, about 1.45x faster on a CPU (models/hali.py, inference_copy).
+        # latents up to float rounding, faster (models/hali.py, inference_copy; docs/benchmarks.md measures it).
         self.model = inference_copy(model)
         self.device, self.levels = device, list(levels)
         self.latent, self.seed, self.with_logvar = latent, seed, with_logvar

@@ -1,6 +1,6 @@
 """Decode-once image cache: a data set's preprocessed images as one uint8 ``[N, C, H, W]`` ``.npy`` file.
 
-Decoding CelebA's JPEGs costs about 1.5 ms per image per core (Pillow with libjpeg-turbo), far more than encoding them;
+Decoding CelebA's JPEGs costs far more than encoding them (docs/benchmarks.md);
 a cache makes every later pass (other checkpoints, other levels, training epochs) a memory-mapped read.
 
 Layout, under :func:`cache_dir` (``$HALITOOL_CACHE_DIR``, else ``data_home()/cache``; the data folder itself may

@@ -557,8 +557,7 @@ class _FullExtentLinear(nn.Module):
     """A convolution whose kernel covers its whole (unpadded) input, computed as one matrix product.
 
     oneDNN runs such a convolution several times slower than the equivalent ``linear`` on the flattened input
-    (measured: 7.4 ms vs 2.6 ms for the ``mnist`` z2 encoder's 16x7x7 -> 256 layer at batch 1024 on a CPU).
-    Same FLOPs, same values up to float rounding; the output keeps the convolution's ``[n, out, 1, 1]`` shape.
+    (docs/benchmarks.md, "Measurements behind the code"). Same FLOPs, same values up to float rounding; the output keeps the convolution's ``[n, out, 1, 1]`` shape.
     """
 
     def __init__(self, conv: nn.Conv2d):
@@ -584,11 +583,10 @@ def inference_copy(model: HALI) -> HALI:
     - LeakyReLU runs in place after a layer that made a fresh tensor (no new activation buffer: on a CPU,
       first-touch page faults on new buffers cost as much as the activation itself);
     - a convolution covering its whole input becomes one matrix product (:class:`_FullExtentLinear`);
-    - the encoders' weights are channels-last, the layout oneDNN's convolutions are fastest with (about 1.4x
-      on a CPU) and that suits tensor cores on a GPU.
+    - the encoders' weights are channels-last, the layout oneDNN's convolutions are fastest with and that suits
+      tensor cores on a GPU.
 
-    Measured on the ``mnist`` encoder, 2-core CPU, batch 1024: 54 ms per batch with batch norm folded and
-    channels-last alone, 37 ms with all four. The encoders of
+    (What each rewrite saves is measured in docs/benchmarks.md, "Measurements behind the code".) The encoders of
     ``model`` are not touched; the copy shares the (unchanged) decoders and discriminator with it, so it is
     for encoding only, never for training.
     """
