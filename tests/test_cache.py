@@ -151,6 +151,7 @@ def test_data_cache_command(celeba_dir, tmp_path, mnist_dir, monkeypatch):
     assert code == 2 and "only celeba" in err
 
 
+@pytest.mark.slow
 def test_extract_builds_the_cache_before_encoding_and_reuses_it(celeba_dir, tmp_path, counted_decodes):
     from conftest import write_tiny_checkpoint
     from halitool.extract import extract_features

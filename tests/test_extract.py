@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from conftest import run_cli
@@ -119,6 +120,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_process_gloo_equals_single_process(tiny_checkpoint, mnist_dir, tmp_path):
     single = extract_features(tiny_checkpoint, f"mnist:{mnist_dir}", tmp_path / "single.h5", batch_size=32,
                               latent="sample", seed=5, with_logvar=True)["output"]

@@ -60,6 +60,7 @@ def test_collapse_indicator_is_zero_for_an_encoder_that_ignores_its_input_and_la
     assert spread < 1e-6 and std > 0.1
 
 
+@pytest.mark.slow
 def test_every_term_of_the_objective_matches_a_hand_computation():
     torch.manual_seed(0)
     config = ModelConfig(arch="tiny", levels=2, **{**ALL_LEVERS, "spectral_norm": False})

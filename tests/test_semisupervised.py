@@ -158,6 +158,7 @@ def test_adversarial_protocol_evaluates_a_labelled_checkpoint_for_its_own_draw(m
     assert code == 2 and len(stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_adversarial_protocol_reaches_zero_error_on_separated_clusters_with_ten_labels(tmp_path):
     root = write_clusters(tmp_path / "clusters")
     code, stdout, stderr = run_cli(["semisup", "--data", f"mnist:{root}", "--protocol", "adversarial", "--labels",

@@ -894,6 +894,7 @@ def _subprocess(*args: str, cwd: Path | None = None):
 @pytest.mark.parametrize("build, code", [p for p in CASES if p.id in (
     "checkpoint-pt-would-run-code/info", "features-unknown-schema-version/semisup", "idx-truncated/extract",
     "option-c-grid-garbage/probe", "output-exists-no-force/extract")])
+@pytest.mark.slow
 def test_refused_through_python_m_halitool(build, code, assets, tmp_path):
     c = Case(tmp_path / "case", assets)
     c.out.mkdir(parents=True)
