@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from conftest import run_cli
+from helpers import run_cli
 from halitool.data import folder, open_dataset
 from halitool.data.cache import ImageCache, cache_wanted
 from halitool.errors import UsageError
@@ -153,7 +153,7 @@ def test_data_cache_command(celeba_dir, tmp_path, mnist_dir, monkeypatch):
 
 @pytest.mark.slow
 def test_extract_builds_the_cache_before_encoding_and_reuses_it(celeba_dir, tmp_path, counted_decodes):
-    from conftest import write_tiny_checkpoint
+    from helpers import write_tiny_checkpoint
     from halitool.extract import extract_features
     from halitool.features import open_features
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import run_cli
+from helpers import run_cli
 from halitool.checkpoint import load_checkpoint
 from halitool.data import open_dataset
 from halitool.extract import extract_features

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import run_cli, write_mnist, write_tiny_checkpoint
+from helpers import run_cli, write_mnist, write_tiny_checkpoint
 from halitool.data import open_dataset
 from halitool.extract import extract_features
 from halitool.features import open_features

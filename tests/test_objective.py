@@ -190,7 +190,7 @@ def test_a_checkpoint_written_before_the_levers_loads_as_it_was(tmp_path):
 
 
 def test_a_checkpoint_whose_tensors_do_not_match_its_config_is_exit_3(tmp_path):
-    from conftest import run_cli
+    from helpers import run_cli
 
     torch.manual_seed(0)
     model = build_model(ModelConfig(arch="tiny", levels=2)).eval()

@@ -16,7 +16,7 @@ from halitool.data.idx import encode_idx
 from halitool.draws import draw_hash, labelled_draw
 from halitool.errors import BadInputError
 from halitool.models import ModelConfig, build_model
-from conftest import record_reads, run_cli
+from helpers import record_reads, run_cli
 
 
 def write_clusters(root, n_train: int = 300, n_test: int = 100, seed: int = 0):

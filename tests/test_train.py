@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 from halitool.checkpoint import load_checkpoint
 from halitool.models import hali
-from conftest import record_reads, run_cli
+from helpers import record_reads, run_cli
 
 
 def _train(mnist_dir, out, *extra):

@@ -20,7 +20,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import run_cli, write_mnist, write_tiny_checkpoint
+from helpers import run_cli, write_mnist, write_tiny_checkpoint
 from halitool.checkpoint import load_checkpoint
 from halitool.features import open_features
 
