@@ -27,10 +27,10 @@ $(VENV)/.installed: pyproject.toml
 setup: $(VENV)/.installed
 
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 test-fast: setup
-	$(PY) -m pytest -q -m "not network and not slow"
+	$(PY) -m pytest -q --durations=15 -m "not network and not slow"
 
 # The main job on the shipped model: what it is, how faithfully each level reconstructs, what its features
 # hold (attribute probes) and how well they classify MNIST with 100 labels.

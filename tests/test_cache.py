@@ -9,7 +9,7 @@ import os
 import numpy as np
 import pytest
 
-from conftest import run_cli
+from helpers import run_cli
 from halitool.data import folder, open_dataset
 from halitool.data.cache import ImageCache, cache_wanted
 from halitool.errors import UsageError
@@ -154,8 +154,9 @@ def test_data_cache_command(celeba_dir, tmp_path, mnist_dir, monkeypatch):
     assert code == 2 and "only celeba" in err
 
 
+@pytest.mark.slow
 def test_extract_builds_the_cache_before_encoding_and_reuses_it(celeba_dir, tmp_path, counted_decodes):
-    from conftest import write_tiny_checkpoint
+    from helpers import write_tiny_checkpoint
     from halitool.extract import extract_features
     from halitool.features import open_features
 

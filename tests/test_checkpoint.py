@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 from halitool.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
 from halitool.errors import BadInputError
 from halitool.models import ModelConfig, build_model
-from conftest import run_cli
+from helpers import run_cli
 
 
 @pytest.fixture

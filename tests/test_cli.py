@@ -1,6 +1,6 @@
 import json
 
-from conftest import run_cli
+from helpers import run_cli
 
 
 def test_version_lists_libraries():

@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import run_cli
-from datasets import (
+from helpers import (
     CELEBA_ATTRIBUTES,
     FEMALE_RED,
     MALE_RED,
     NOT_SMILING_GREEN,
     SMILING_GREEN,
     celeba_truth,
+    run_cli,
     write_celeba,
 )
 from halitool.data import open_dataset

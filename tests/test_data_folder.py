@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import run_cli
-from datasets import folder_truth, write_image_folder
+from helpers import folder_truth, run_cli, write_image_folder
 from halitool.data import open_dataset
 from halitool.data.folder import open_folder
 from halitool.errors import BadInputError

@@ -6,7 +6,7 @@ import struct
 import numpy as np
 import pytest
 
-from conftest import run_cli, write_mnist
+from helpers import run_cli, write_mnist
 from halitool.data import open_dataset
 from halitool.data.idx import encode_idx
 

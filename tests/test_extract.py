@@ -10,9 +10,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
-from conftest import run_cli
+from helpers import run_cli
 from halitool.checkpoint import load_checkpoint
 from halitool.data import open_dataset
 from halitool.extract import extract_features
@@ -119,6 +120,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_process_gloo_equals_single_process(tiny_checkpoint, mnist_dir, tmp_path):
     single = extract_features(tiny_checkpoint, f"mnist:{mnist_dir}", tmp_path / "single.h5", batch_size=32,
                               latent="sample", seed=5, with_logvar=True)["output"]

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import run_cli, write_mnist, write_tiny_checkpoint
+from helpers import run_cli, write_mnist, write_tiny_checkpoint
 from halitool.data import open_dataset
 from halitool.extract import extract_features
 from halitool.features import open_features
@@ -113,6 +113,7 @@ def big_mnist(tmp_path_factory) -> Path:
     return write_mnist(tmp_path_factory.mktemp("big") / "mnist", n_train=2000, n_test=100)
 
 
+@pytest.mark.slow
 def test_sigkill_leaves_nothing_at_out_and_resume_completes(tiny_checkpoint, big_mnist, tmp_path):
     out, partial = tmp_path / "f.h5", tmp_path / "f.h5.partial"
     proc = _start_slow_run(tiny_checkpoint, big_mnist, out)
@@ -137,6 +138,7 @@ def test_sigkill_leaves_nothing_at_out_and_resume_completes(tiny_checkpoint, big
         np.testing.assert_allclose(resumed[name], values, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_sigint_exits_130_after_saving_progress(tiny_checkpoint, big_mnist, tmp_path):
     out, partial = tmp_path / "f.h5", tmp_path / "f.h5.partial"
     proc = _start_slow_run(tiny_checkpoint, big_mnist, out)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from conftest import run_cli
+from helpers import run_cli
 from halitool.data import fetch
 from halitool.data.fetch import fetch_mnist, idx_files_from_pickle, numpy_only_loads
 from halitool.data.idx import encode_idx, parse_idx

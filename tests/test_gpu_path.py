@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import write_tiny_checkpoint
+from helpers import write_tiny_checkpoint
 from halitool.checkpoint import load_checkpoint
 from halitool.data import open_dataset
 from halitool.extract import _Encoder, extract_features

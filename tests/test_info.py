@@ -7,7 +7,7 @@ import json
 import pytest
 
 from halitool.fileio import sha256_file
-from conftest import run_cli
+from helpers import run_cli
 
 
 @pytest.fixture

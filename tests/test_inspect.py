@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 
-from conftest import run_cli
+from helpers import run_cli
 from halitool.features import FeaturesWriter, LevelLayout, write_features
 
 

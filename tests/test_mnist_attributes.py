@@ -115,7 +115,7 @@ def test_mnist_attributes_match_the_measurements(mnist_dir):
 def test_class_derived_attributes_are_not_invented_for_classes_that_are_not_digits(tmp_path):
     from halitool.data import open_dataset
     from halitool.data.attributes import MEASURED
-    from conftest import write_mnist
+    from helpers import write_mnist
 
     fashion = ["T-shirt", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Boot"]
     named = open_dataset(f"mnist:{write_mnist(tmp_path / 'fashion', classes=fashion)}")
@@ -132,7 +132,7 @@ def test_mnist_own_training_labels_make_the_classes_digits(tmp_path, monkeypatch
     import hashlib
 
     from halitool.data import mnist, open_dataset
-    from conftest import write_mnist
+    from helpers import write_mnist
 
     root = write_mnist(tmp_path / "m", classes=None)
     digest = hashlib.md5((root / "train-labels-idx1-ubyte").read_bytes()).hexdigest()
@@ -142,7 +142,7 @@ def test_mnist_own_training_labels_make_the_classes_digits(tmp_path, monkeypatch
 
 
 def test_a_class_names_file_that_does_not_fit_the_labels_is_exit_3(tmp_path):
-    from conftest import run_cli, write_mnist
+    from helpers import run_cli, write_mnist
 
     root = write_mnist(tmp_path / "m", classes=["a", "b"])
     code, _, stderr = run_cli(["data", "info", f"mnist:{root}"])

@@ -60,6 +60,7 @@ def test_collapse_indicator_is_zero_for_an_encoder_that_ignores_its_input_and_la
     assert spread < 1e-6 and std > 0.1
 
 
+@pytest.mark.slow
 def test_every_term_of_the_objective_matches_a_hand_computation():
     torch.manual_seed(0)
     config = ModelConfig(arch="tiny", n_levels=2, **{**ALL_LEVERS, "spectral_norm": False})
@@ -189,7 +190,7 @@ def test_a_checkpoint_written_before_the_levers_loads_as_it_was(tmp_path):
 
 
 def test_a_checkpoint_whose_tensors_do_not_match_its_config_is_exit_3(tmp_path):
-    from conftest import run_cli
+    from helpers import run_cli
 
     torch.manual_seed(0)
     model = build_model(ModelConfig(arch="tiny", n_levels=2)).eval()

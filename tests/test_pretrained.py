@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from conftest import run_cli
+from helpers import run_cli
 from halitool.checkpoint import load_checkpoint, resolve_checkpoint
 
 CARD = Path(__file__).resolve().parents[1] / "pretrained" / "README.md"

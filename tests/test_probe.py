@@ -158,9 +158,17 @@ def test_selection_depends_on_the_selection_labels():
 def test_holdout_protocol_with_both_solvers_agrees():
     X, Y, _ = planted(2500, 6, 3, seed=6)
     parts = split3(X, Y, 1500, 0)
-    kwargs = dict(names=list("abc"), Cs=[1e-2, 1.0], metric="balanced_accuracy", class_weight="balanced", seed=2)
+    Cs = [1e-2, 1.0]
+    kwargs = dict(names=list("abc"), Cs=Cs, metric="balanced_accuracy", class_weight="balanced", seed=2)
     fast = probe_arrays(*parts, solver="torch", **kwargs)
     ref = probe_arrays(*parts, solver="sklearn", **kwargs)
     for f, r in zip(fast["attributes"], ref["attributes"]):
-        if f["C"] == r["C"]:
-            assert abs(f["balanced_accuracy"] - r["balanced_accuracy"]) <= 0.005
+        # Every attribute varies, so both fit it and choose a C of the grid. They reach the same optimum at each C,
+        # so only a near tie of the hold-out metric can tip them apart, and then to neighbouring Cs.
+        assert f["C"] in Cs and r["C"] in Cs, (f, r)
+        assert abs(Cs.index(f["C"]) - Cs.index(r["C"])) <= 1, (f, r)
+        # The same C: the same model. Neighbouring Cs of a near tie: models of nearly the same quality (here the
+        # two Cs' test metrics differ by at most 0.003 for either solver).
+        tolerance = 0.005 if f["C"] == r["C"] else 0.02
+        for key in ("balanced_accuracy", "auroc"):
+            assert abs(f[key] - r[key]) <= tolerance, (key, f, r)

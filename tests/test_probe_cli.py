@@ -11,7 +11,7 @@ from PIL import Image
 
 from halitool.data import open_dataset
 from halitool.features import write_features
-from tests.conftest import run_cli, write_mnist
+from helpers import run_cli, write_mnist
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

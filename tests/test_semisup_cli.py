@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from halitool.features import write_features
-from tests.conftest import run_cli
+from helpers import run_cli
 
 
 def features_file(path, labels=True, n_train=300, n_test=100, seed=0):

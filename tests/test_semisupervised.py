@@ -16,7 +16,7 @@ from halitool.data.idx import encode_idx
 from halitool.draws import draw_hash, labelled_draw
 from halitool.errors import BadInputError
 from halitool.models import ModelConfig, build_model
-from conftest import record_reads, run_cli
+from helpers import record_reads, run_cli
 
 
 def write_clusters(root, n_train: int = 300, n_test: int = 100, seed: int = 0):
@@ -158,6 +158,7 @@ def test_adversarial_protocol_evaluates_a_labelled_checkpoint_for_its_own_draw(m
     assert code == 2 and len(stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_adversarial_protocol_reaches_zero_error_on_separated_clusters_with_ten_labels(tmp_path):
     root = write_clusters(tmp_path / "clusters")
     code, stdout, stderr = run_cli(["semisup", "--data", f"mnist:{root}", "--protocol", "adversarial", "--labels",

@@ -12,7 +12,7 @@ from PIL import Image
 
 from halitool.checkpoint import load_checkpoint
 from halitool.models import hali
-from conftest import record_reads, run_cli
+from helpers import record_reads, run_cli
 
 
 def _train(mnist_dir, out, *extra):

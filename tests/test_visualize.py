@@ -15,7 +15,7 @@ from halitool import fidelity, grids, reference, visualize
 from halitool.checkpoint import load_checkpoint
 from halitool.data import open_dataset
 from halitool.errors import BadInputError
-from conftest import run_cli, write_tiny_checkpoint
+from helpers import run_cli, write_tiny_checkpoint
 
 CELL = 28 + grids.PAD  # one 28x28 image plus its border
 

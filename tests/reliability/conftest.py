@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli, write_mnist, write_tiny_checkpoint
+from helpers import write_celeba, write_image_folder, write_mnist, write_tiny_checkpoint
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -30,7 +30,6 @@ class Assets:
 
 @pytest.fixture(scope="session")
 def assets(tmp_path_factory) -> Assets:
-    from datasets import write_celeba, write_image_folder
     import numpy as np
 
     from halitool.extract import extract_features
@@ -98,4 +97,4 @@ def copy(src: Path, dst: Path) -> Path:
     return dst
 
 
-__all__ = ["Assets", "assert_refused", "copy", "error_lines", "run_cli", "snapshot"]
+__all__ = ["Assets", "assert_refused", "copy", "error_lines", "snapshot"]

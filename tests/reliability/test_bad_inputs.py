@@ -19,7 +19,9 @@ import h5py
 import numpy as np
 import pytest
 
-from .conftest import Assets, assert_refused, copy, run_cli, snapshot
+from helpers import run_cli
+
+from .conftest import Assets, assert_refused, copy, snapshot
 
 RNG_BYTES = np.random.default_rng(1234).integers(0, 256, 4096, dtype=np.uint8).tobytes()
 
@@ -388,7 +390,7 @@ def _(c):
     if "rel_rgb64" not in ARCHITECTURES:
         register_architecture(Architecture(name="rel_rgb64", image_shape=(3, 64, 64), x_widths=(4, 8), z1_channels=2,
                                            down_widths=(8,), hidden=16, z_dims=(8,), d_z1_widths=(8,), d_hidden=16))
-    from conftest import write_tiny_checkpoint
+    from helpers import write_tiny_checkpoint
 
     path = write_tiny_checkpoint(c.inp / "rgb.safetensors", arch="rel_rgb64")
     return (["extract", str(path), "--data", f"mnist:{c.a.mnist}", "-o", str(c.out / "f.h5")],
@@ -923,6 +925,7 @@ def _subprocess(*args: str, cwd: Path | None = None):
 @pytest.mark.parametrize("build, code", [p for p in CASES if p.id in (
     "checkpoint-pt-would-run-code/info", "features-unknown-schema-version/semisup", "idx-truncated/extract",
     "option-c-grid-garbage/probe", "output-exists-no-force/extract")])
+@pytest.mark.slow
 def test_refused_through_python_m_halitool(build, code, assets, tmp_path):
     c = Case(tmp_path / "case", assets)
     c.out.mkdir(parents=True)

@@ -20,7 +20,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import run_cli, write_mnist, write_tiny_checkpoint
+from helpers import run_cli, write_mnist, write_tiny_checkpoint
 from halitool.checkpoint import load_checkpoint
 from halitool.features import open_features
 
@@ -83,6 +83,7 @@ def small(tmp_path_factory):
 
 
 # ------------------------------------------------------------------------------------------------- extract
+@pytest.mark.slow
 def test_extract_killed_at_random_moments_resumes_to_identical_features(small, tmp_path):
     root, mnist, ckpt = small
     clean = tmp_path / "clean.h5"
@@ -140,6 +141,7 @@ def test_full_disk_during_extract_leaves_no_file_at_target(small, tmp_path):
 
 
 # --------------------------------------------------------------------------------------------------- train
+@pytest.mark.slow
 def test_train_killed_at_random_moments_resumes_to_identical_weights(small, tmp_path):
     root, mnist, _ = small
     mnist = write_mnist(tmp_path / "mnist", n_train=100, n_test=20)  # train takes only its first 100 images

@@ -115,7 +115,7 @@ def test_valid_partitions_round_trip(tmp_path, rows, data):
 # --------------------------------------------------------------------------------------------- checkpoints
 @pytest.fixture(scope="module")
 def tiny_tensors(tmp_path_factory):
-    from conftest import write_tiny_checkpoint
+    from helpers import write_tiny_checkpoint
     from safetensors.torch import load_file
     from safetensors import safe_open
 
