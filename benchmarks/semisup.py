@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from halitool import draws, semisup
+from halitool import draws, protocols, semisup
 
 
 def synthetic(seed: int = 0, n_train: int = 60_000, n_test: int = 10_000):
@@ -51,7 +51,7 @@ def run(argv=None) -> dict:
     parser.add_argument("--raw-pixels", metavar="DIR", help="use MNIST's raw pixels from DIR instead")
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--labels", type=int, default=100)
-    parser.add_argument("--protocols", default=",".join(n for n, p in semisup.PROTOCOLS.items() if not p.needs_checkpoint))
+    parser.add_argument("--protocols", default=",".join(n for n, p in protocols.PROTOCOLS.items() if not p.needs_checkpoint))
     parser.add_argument("--baseline-seeds", type=int, default=0,
                         help="also run scikit-learn's LabelSpreading (kernel knn, its defaults) on the same PCA-50 "
                              "features for this many seeds: the reference for spread's time and error")
@@ -70,7 +70,7 @@ def run(argv=None) -> dict:
            "labels": args.labels, "seeds": args.seeds, "python": platform.python_version(), "protocols": {}}
     for name in args.protocols.split(","):
         start, cpu = time.perf_counter(), time.process_time()
-        r = semisup.evaluate(x, y, xt, yt, n_labels=args.labels, protocol=name, seeds=args.seeds)
+        r = protocols.evaluate(x, y, xt, yt, n_labels=args.labels, protocol=name, seeds=args.seeds)
         seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
         out["protocols"][name] = {"seconds": round(seconds, 2), "cpu_seconds": round(cpu, 2),
                                   "seconds_per_seed": round(seconds / args.seeds, 3),
@@ -87,7 +87,7 @@ def run(argv=None) -> dict:
 
 def sklearn_spreading(x, y, xt, yt, n_labels, seeds):
     """scikit-learn's LabelSpreading(kernel="knn") with its defaults (7 neighbours, alpha 0.2, 30 iterations) on
-    the top 50 principal components of train + test (unstandardised), with the draws of :func:`semisup.evaluate`."""
+    the top 50 principal components of train + test (unstandardised), with the draws of :func:`protocols.evaluate`."""
     from sklearn.decomposition import PCA
     from sklearn.semi_supervised import LabelSpreading
 
