@@ -58,20 +58,22 @@ def atomic_write_bytes(path: Path, data: bytes, force: bool = False, check: bool
         tmp.write_bytes(data)
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
+def file_digest(path: Path, algorithm: str = "sha256", chunk: int = 1 << 20) -> str:
+    """The hex digest of a file's bytes, read in chunks (a checkpoint or data file need not fit in memory)."""
+    h = hashlib.new(algorithm)
     with open(path, "rb") as f:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
 
 
-def md5_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+def sha256_file(path: Path) -> str:
+    return file_digest(path, "sha256")
+
+
+def md5_file(path: Path) -> str:
+    """MD5, for the checksums MNIST's publishers give (not for security)."""
+    return file_digest(path, "md5")
 
 
 def require_file(path: Path, what: str = "file") -> Path:

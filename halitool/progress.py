@@ -3,8 +3,8 @@
 Long jobs take a :class:`Progress` and open one task per loop (``with progress.task("encoding", total=n) as t:
 t.advance(k)``); the default, :data:`SILENT`, does nothing. Messages for people go to the standard ``logging``
 loggers under ``halitool`` (``logging.getLogger(__name__)`` in each module). The command line attaches both to
-its one stderr console (:mod:`halitool.commands.console`); a Python caller gets no output unless it asks for some, for
-example with ``logging.basicConfig(level=logging.INFO)``.
+its one stderr console (:mod:`halitool.commands.console`); a Python caller gets no output unless it asks for
+some, for example with ``logging.basicConfig(level=logging.INFO)``.
 """
 
 from __future__ import annotations
