@@ -189,7 +189,6 @@ class RotatedFeatures:
 
     V: Any  # [D, D] eigenvectors (torch float32)
     Z: Any  # [n, D] = X V
-    Z2: Any  # Z * Z, for the diagonal preconditioner
 
     @classmethod
     def of(cls, X: np.ndarray, device="cpu") -> "RotatedFeatures":
@@ -202,14 +201,13 @@ class RotatedFeatures:
         _, V64 = torch.linalg.eigh((X64.T @ X64) / X_t.shape[0])
         del X64
         V = V64.float()
-        Z = X_t @ V
-        return cls(V, Z, Z * Z)
+        return cls(V, X_t @ V)
 
 
 def fit_path_torch(X: np.ndarray, Y: np.ndarray, Cs: Sequence[float], *, class_weight: str = "none",
                    device: str = "cpu", tol: float = 1e-4, max_iter: int = 500, memory: int = 10,
                    init: tuple[np.ndarray, np.ndarray] | None = None,
-                   rotated: RotatedFeatures | None = None,
+                   rotated: RotatedFeatures | None = None, row_weight: np.ndarray | None = None,
                    on_step: Callable[[int], None] | None = None) -> PathFit:
     """Every attribute at every C from one shared float32 matrix, each sub-problem converging on its own.
 
@@ -219,7 +217,9 @@ def fit_path_torch(X: np.ndarray, Y: np.ndarray, Cs: Sequence[float], *, class_w
     curvature history, its own step length and its own stopping test (max |gradient| <= ``tol`` on the
     mean-loss objective, as scikit-learn's lbfgs uses), preconditioned by the diagonal of its own Hessian in the
     rotated basis. A column that has converged leaves the batch. ``init`` = (W [A, D], b [A]) starts the first C.
-    ``rotated`` = :meth:`RotatedFeatures.of` ``(X)`` computed once for several fits on the same ``X``.
+    ``rotated`` = :meth:`RotatedFeatures.of` ``(X)`` computed once for several fits on the same ``X`` (``X`` may
+    then be None). ``row_weight`` (0 or 1 per row) fits on the rows of weight 1 alone, without copying them out
+    of ``Z``: the objective is that of those rows (their mean loss, their class weights).
     """
     import torch
 
@@ -227,11 +227,16 @@ def fit_path_torch(X: np.ndarray, Y: np.ndarray, Cs: Sequence[float], *, class_w
     Cs = np.asarray(Cs, dtype=np.float64)
     if rotated is None:
         rotated = RotatedFeatures.of(X, device)
-    V, Z, Z2 = rotated.V, rotated.Z, rotated.Z2
-    n, D = Z.shape
+    V, Z = rotated.V, rotated.Z
+    D = Z.shape[1]
     Y_t = torch.as_tensor(np.asarray(Y, dtype=np.float32), device=device)
     A = Y_t.shape[1]
-    w_pos, w_neg = (torch.as_tensor(w, dtype=torch.float32, device=device) for w in class_weights(Y, class_weight))
+    fitted_rows = slice(None) if row_weight is None else np.asarray(row_weight) > 0
+    n = int(len(Y)) if row_weight is None else int(fitted_rows.sum())
+    w_pos, w_neg = (torch.as_tensor(w, dtype=torch.float32, device=device)
+                    for w in class_weights(np.asarray(Y)[fitted_rows], class_weight))
+    weight = None if row_weight is None else torch.as_tensor(np.asarray(row_weight, dtype=np.float32),
+                                                              device=device)[:, None]
     U = torch.zeros(D, A, device=device)
     b = torch.zeros(A, device=device)
     if init is not None:
@@ -244,8 +249,8 @@ def fit_path_torch(X: np.ndarray, Y: np.ndarray, Cs: Sequence[float], *, class_w
     state = None
     for c in order:
         lam = torch.full((A,), 1.0 / (Cs[c] * n), device=device)
-        U, b, its, state = _lbfgs_columns(Z, Z2, Y_t, w_pos, w_neg, lam, U, b, state=state, tol=tol,
-                                          max_iter=max_iter, memory=memory)
+        U, b, its, state = _lbfgs_columns(Z, Y_t, w_pos, w_neg, lam, U, b, state=state, tol=tol,
+                                          max_iter=max_iter, memory=memory, row_weight=weight, n=n)
         W_out[c] = (V @ U).T.cpu().numpy()
         b_out[c] = b.cpu().numpy()
         iterations[c] = its
@@ -273,6 +278,16 @@ def _tall_product(Z, U):
 def _transposed_product(Z, R):
     """``Z.T @ R`` for ``R [n, K]``, computed as ``(R.T @ Z).T`` (a faster kernel than ``Z.T @ R``)."""
     return (R.T @ Z).T
+
+
+def _squared_transposed_product(Z, R, rows: int = 8192):
+    """``(Z * Z).T @ R`` a block of rows at a time: the preconditioner's product without a second n x D copy."""
+    out = None
+    for start in range(0, Z.shape[0], rows):
+        block = Z[start: start + rows]
+        part = _transposed_product(block * block, R[start: start + rows])
+        out = part if out is None else out + part
+    return out
 
 
 class _History:
@@ -332,7 +347,7 @@ class _History:
         self.filled = min(self.filled + 1, self.memory)
 
 
-def _lbfgs_start(Z, Z2, Y, S, U, b, n: int, state):
+def _lbfgs_start(Z, Y, S, U, b, n: int, state):
     """What does not depend on lambda at the starting point: margins ``Z U + b``, the data part of the gradient
     (``Z^T r``, ``sum r``) and of the diagonal preconditioner; reused from ``state`` along the C path."""
     import torch
@@ -344,7 +359,8 @@ def _lbfgs_start(Z, Z2, Y, S, U, b, n: int, state):
     R = S * (P - Y) / n
     # Preconditioner: the diagonal of each column's Hessian in the rotated basis, at the starting point.
     curv = S * P * (1 - P) / n
-    return M, _transposed_product(Z, R), R.sum(0), _transposed_product(Z2, curv), curv.sum(0).clamp_min(1e-12)
+    return (M, _transposed_product(Z, R), R.sum(0), _squared_transposed_product(Z, curv),
+            curv.sum(0).clamp_min(1e-12))
 
 
 def _line_search(M, Md, Y, S, U, dU, lam, n: int, f, slope, tries: int = 30):
@@ -364,24 +380,29 @@ def _line_search(M, Md, Y, S, U, dU, lam, n: int, f, slope, tries: int = 30):
     return torch.where(stalled, torch.zeros_like(t), t), torch.where(stalled, f, f_new), stalled
 
 
-def _lbfgs_columns(Z, Z2, Y, w_pos, w_neg, lam, U0, b0, *, state=None, tol, max_iter, memory):
+def _lbfgs_columns(Z, Y, w_pos, w_neg, lam, U0, b0, *, state=None, tol, max_iter, memory, row_weight=None,
+                   n: int | None = None):
     """Batched L-BFGS over independent columns; returns (U, b, iterations per column, state).
 
     A column leaves the batch when its largest gradient entry is at most ``tol``, after ``max_iter`` iterations, or
     when float32 resolves no further decrease. ``state`` carries what a warm start along the C path can reuse
-    instead of recomputing (three matrix products per C): see :func:`_lbfgs_start`.
+    instead of recomputing (three matrix products per C): see :func:`_lbfgs_start`. ``row_weight`` [n, 1] (0/1)
+    and ``n`` (the number of rows of weight 1) restrict the objective to some rows of ``Z``.
     """
     import torch
 
-    n, D = Z.shape
+    n = Z.shape[0] if n is None else n
+    D = Z.shape[1]
     K = Y.shape[1]
     dev = Z.device
     U_out, b_out = U0.clone(), b0.clone()
     its_out = np.zeros(K, dtype=np.int64)
     cols = torch.arange(K, device=dev)  # which original columns are still active
     S = Y * w_pos + (1 - Y) * w_neg  # per-sample weight of each column
+    if row_weight is not None:
+        S = S * row_weight
     U, b = U0.clone(), b0.clone()
-    M, ZtR, gb, pU_data, pb = _lbfgs_start(Z, Z2, Y, S, U, b, n, state)
+    M, ZtR, gb, pU_data, pb = _lbfgs_start(Z, Y, S, U, b, n, state)
     gU = ZtR + lam * U
     pU = (pU_data + lam).clamp_min(1e-12)
     f = _objective(M, Y, S, U, lam, n)
@@ -496,12 +517,17 @@ def _selection_set(Xtr, Y_train, X_valid, Y_valid, seed: int, stratify):
 
 
 def _choose_c(path: PathFit, X_sel, Y_sel, score_fn) -> np.ndarray:
-    """Per fitted column, the index of the C whose metric on the selection rows is best (the first maximum:
-    the smallest C, the strongest regularisation)."""
+    """Per fitted column, the index of the C whose metric on the selection rows is best."""
+    return choose_from_scores(np.stack([X_sel @ path.W[:, j].T + path.b[:, j] for j in range(Y_sel.shape[1])],
+                                       axis=1), Y_sel, score_fn)
+
+
+def choose_from_scores(scores: np.ndarray, Y_sel: np.ndarray, score_fn) -> np.ndarray:
+    """``scores`` [n_sel, A, nC] of the selection rows: per attribute, the index of the C whose metric is best
+    (the first maximum: the smallest C, the strongest regularisation)."""
     chosen = np.empty(Y_sel.shape[1], dtype=np.int64)
     for j in range(Y_sel.shape[1]):
-        scores = X_sel @ path.W[:, j].T + path.b[:, j]  # [n_sel, nC]
-        values = [score_fn(Y_sel[:, j], (scores[:, c] > 0).astype(np.int8)) for c in range(len(path.Cs))]
+        values = [score_fn(Y_sel[:, j], (scores[:, j, c] > 0).astype(np.int8)) for c in range(scores.shape[2])]
         chosen[j] = int(np.argmax(values))
     return chosen
 

@@ -11,11 +11,15 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from halitool.errors import BadInputError
+from halitool.errors import BadInputError, UsageError
 from halitool.features import FeaturesFile, open_features
 from halitool.levels import parse_feature_sets, set_name
 from halitool.probe import (
-    DEFAULT_C_GRID, majority_baseline, parse_c_grid, probe_arrays, stratified_subset, stratify_key,
+    DEFAULT_C_GRID, HOLDOUT_FRACTION, majority_baseline, parse_c_grid, probe_arrays, stratified_subset, stratify_key,
+)
+from halitool.probe_streamed import (
+    FeatureSetReader, Projection, available_memory, fit_projection, gib, in_memory_peak, probe_streamed,
+    streamed_peak,
 )
 from halitool.progress import SILENT, Progress
 from halitool.runtime import resolve_device
@@ -89,41 +93,58 @@ def pixel_features(ff: FeaturesFile, rows: np.ndarray, on_step: Callable[[int], 
 def probe_attributes(
     path: Path, *, levels: str | None = None, attributes: str = "all", c_grid: str = DEFAULT_C_GRID,
     metric: str = "accuracy", class_weight: str = "none", max_train: int | None = None, solver: str = "auto",
-    device: str = "auto", seed: int = 0, pixel_baseline: bool = True, progress: Progress = SILENT,
+    device: str = "auto", seed: int = 0, pixel_baseline: bool = True, memory_budget: int | None = None,
+    project: int | None = None, progress: Progress = SILENT,
 ) -> dict:
     """Run the probe protocol on every requested feature set of a features file, plus the baselines.
 
-    ``levels`` is a level spec (``z1,z2,z1+z2``; default: each level alone and, with several, all joined)."""
+    ``levels`` is a level spec (``z1,z2,z1+z2``; default: each level alone and, with several, all joined). Each
+    feature set is probed in memory when :func:`~halitool.probe_streamed.in_memory_peak` fits ``memory_budget``
+    (bytes; default 80 % of the memory available), else streamed from the file in bounded memory
+    (:mod:`halitool.probe_streamed`, torch solver). A set that fits neither way is refused before any work, with
+    the ``project`` width that would fit; ``project`` replaces every level wider than it by a seeded random
+    projection to that width (recorded in the result as ``projection``)."""
     started = time.perf_counter()
     Cs = parse_c_grid(c_grid)
     device = str(resolve_device(device))
     solver = "torch" if solver == "auto" else solver
+    budget = int(0.8 * available_memory()) if memory_budget is None else int(memory_budget)
+    if project is not None and project < 1:
+        raise UsageError(f"--project must be at least 1, not {project}")
     with open_features(path) as ff:
         names, Y_all = _attribute_table(ff, attributes)
         sets = (parse_feature_sets(levels, ff.levels) if levels is not None
                 else [(name,) for name in ff.levels] + ([tuple(ff.levels)] if len(ff.levels) > 1 else []))
         train, valid, test = _probe_rows(ff, Y_all, max_train, seed)
+        plans = [_plan(ff, feature_set, (train, valid, test), len(names), len(Cs), solver, budget, project, seed)
+                 for feature_set in sets]  # every set checked before minutes of work
         labels = ff.labels
-        common = dict(names=names, Cs=Cs, metric=metric, class_weight=class_weight, solver=solver, device=device,
+        common = dict(names=names, Cs=Cs, metric=metric, class_weight=class_weight, device=device,
                       seed=seed, stratify=labels[train] if labels is not None else None)
         Ys = (Y_all[train], Y_all[valid], Y_all[test])
         results: dict[str, dict] = {}
         selection = None
-        levels_read: dict[str, np.ndarray] = {}  # each level read once, whatever the sets it joins
-        for feature_set in sets:
-            for name in feature_set:
-                if name not in levels_read:
-                    levels_read[name] = ff.read_level(name)
-            X = np.concatenate([levels_read[name] for name in feature_set], axis=1) if len(feature_set) > 1 \
-                else levels_read[feature_set[0]]
+        projections: dict[str, Projection] = {}
+        for feature_set, plan in zip(sets, plans):
             with progress.task(f"probing {set_name(feature_set)}", total=len(Cs)) as task:
-                result = probe_arrays(X[train], Ys[0], X[valid], Ys[1], X[test], Ys[2], **common,
-                                      on_step=task.advance)
+                if plan["path"] == "memory":
+                    X = _read_set(ff, feature_set, np.concatenate([train, valid, test]))
+                    a, b = len(train), len(train) + len(valid)
+                    result = probe_arrays(X[:a], Ys[0], X[a:b], Ys[1], X[b:], Ys[2], **common, solver=solver,
+                                          on_step=task.advance)
+                    del X
+                else:
+                    for name in plan.get("projection", {}):
+                        if name not in projections:
+                            projections[name] = fit_projection(ff, name, train, project, seed)
+                    reader = FeatureSetReader(ff, feature_set, {n: projections[n] for n in plan.get("projection", {})})
+                    result = probe_streamed(reader, train, Ys[0], valid, Ys[1], test, Ys[2], **common,
+                                            on_step=task.advance)
             selection = result.pop("selection")
-            results[set_name(feature_set)] = result
+            results[set_name(feature_set)] = {**result, "memory": plan}
         baselines: dict[str, dict] = {"majority": majority_baseline(Ys[0], Ys[2], names)}
         if pixel_baseline:
-            pixels = _pixel_baseline(ff, (train, valid, test), Ys, common, progress)
+            pixels = _pixel_baseline(ff, (train, valid, test), Ys, {**common, "solver": solver}, budget, progress)
             if pixels is not None:
                 baselines["pixels"] = pixels
     return {
@@ -132,8 +153,52 @@ def probe_attributes(
         "splits": {"train": int(len(train)), "valid": int(len(valid)), "test": int(len(test))},
         "selection": selection, "solver": solver, "device": device if solver == "torch" else "cpu",
         "metric": metric, "class_weight": class_weight, "C_grid": [float(c) for c in Cs], "seed": seed,
-        "seconds": round(time.perf_counter() - started, 3),
+        "memory_budget": budget, "seconds": round(time.perf_counter() - started, 3),
     }
+
+
+def _plan(ff: FeaturesFile, feature_set: tuple[str, ...], rows: tuple, n_attributes: int, n_c: int, solver: str,
+          budget: int, project: int | None, seed: int) -> dict:
+    """How a feature set is probed: in memory, or streamed (with its projections), and the predicted peak bytes;
+    UsageError when neither fits the budget, naming what would."""
+    train, valid, test = rows
+    n_rows = len(train) + len(valid) + len(test)
+    widths = {name: ff.level_dim(name) for name in feature_set}
+    projected = {name: project for name, d in widths.items() if project is not None and d > project}
+    dim = sum(projected.get(name, d) for name, d in widths.items())
+    raw_dim = sum(widths.values())
+    n_score = len(valid) if len(valid) else int(round(HOLDOUT_FRACTION * len(train)))
+    in_memory = in_memory_peak(n_rows, len(train), dim)
+    streamed = streamed_peak(len(train), n_score, dim, raw_dim, n_attributes, n_c)
+    label = f"--levels {set_name(feature_set)} ({dim:,} columns, {len(train):,} training rows)"
+    if not projected and (in_memory <= budget or solver == "sklearn"):
+        if in_memory > budget:
+            raise UsageError(f"{label}: the sklearn solver holds the features in memory, about {gib(in_memory)}, "
+                             f"above the memory budget of {gib(budget)}; use --solver torch (streamed) or a "
+                             "larger --memory-budget")
+        return {"path": "memory", "predicted_peak_bytes": in_memory}
+    if solver == "sklearn":
+        raise UsageError(f"{label}: --project and the streamed path need --solver torch")
+    if streamed > budget:
+        widest = max(widths.values())
+        fits = [w for w in (4096, 2048, 1024, 512, 256, 128) if w < widest and streamed_peak(
+            len(train), n_score, sum(min(w, d) for d in widths.values()), raw_dim, n_attributes, n_c) <= budget]
+        hint = (f"; --project {fits[0]} (a random projection of every wider level, recorded in the result) would "
+                "fit" if fits else "")
+        raise UsageError(f"{label}: needs about {gib(streamed)} even streamed from the file, above the memory budget "
+                         f"of {gib(budget)} (--memory-budget){hint}")
+    plan = {"path": "streamed", "predicted_peak_bytes": streamed, "in_memory_would_need_bytes": in_memory}
+    if projected:
+        plan["projection"] = {name: {"kind": "gaussian random projection of the standardised level",
+                                     "from": widths[name], "to": width, "seed": seed}
+                              for name, width in projected.items()}
+    return plan
+
+
+def _read_set(ff: FeaturesFile, feature_set: tuple[str, ...], rows: np.ndarray) -> np.ndarray:
+    """The feature set of ``rows`` (in the order given), levels joined in the order of the set."""
+    parts = [ff.read_level(name, rows) for name in feature_set]
+    return np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
 
 
 def _attribute_table(ff: FeaturesFile, attributes: str) -> tuple[list[str], np.ndarray]:
@@ -164,10 +229,16 @@ def _probe_rows(ff: FeaturesFile, Y_all: np.ndarray, max_train: int | None, seed
     return train, valid, test
 
 
-def _pixel_baseline(ff: FeaturesFile, rows: tuple, Ys: tuple, common: dict, progress: Progress) -> dict | None:
-    """The probes on raw pixels reloaded from the data set the file records; None (logged) when unavailable."""
+def _pixel_baseline(ff: FeaturesFile, rows: tuple, Ys: tuple, common: dict, budget: int,
+                    progress: Progress) -> dict | None:
+    """The probes on raw pixels reloaded from the data set the file records; None (logged) when unavailable or
+    when they would not fit the memory budget."""
     train, valid, test = rows
     everything = np.concatenate([train, valid, test])
+    need = 4 * len(everything) * PIXEL_DIM_MAX + in_memory_peak(len(everything), len(train), PIXEL_DIM_MAX)
+    if need > budget:
+        log.info(f"pixel baseline skipped: it needs about {gib(need)}, above the memory budget of {gib(budget)}")
+        return None
     try:
         with progress.task("loading pixels", total=len(everything)) as task:
             pixels = pixel_features(ff, everything, on_step=task.advance)

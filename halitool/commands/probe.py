@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from halitool.commands.common import app, device_option, force_option, output_options
+from halitool.commands.common import app, count_option, device_option, force_option, output_options, seed_option
 from halitool.probe import CLASS_WEIGHTS, DEFAULT_C_GRID, METRICS, SOLVERS
 from halitool.probe_features import CELEBA_ATTRIBUTES, CELEBA_PUBLISHED, probe_attributes
 from halitool.commands.report import emit
@@ -75,7 +75,14 @@ def csv_rows(result: dict):
 @click.option("--solver", type=click.Choice(["auto", *SOLVERS]), default="auto", show_default=True,
               help="torch: every attribute and C at once (fast); sklearn: one LogisticRegression per fit (reference).")
 @device_option
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of subsampling and of a train hold-out.")
+@seed_option("Seed of subsampling, of a train hold-out and of --project's projections.")
+@click.option("--memory-budget", default=None, metavar="SIZE",
+              help="Most memory the probes may use (e.g. 16GB, 512MB) [default: 80 % of the memory available]. A "
+                   "feature set that does not fit in memory is streamed from the file; one that fits neither way "
+                   "is refused before any work.")
+@count_option("--project", None, "Replace every level wider than WIDTH by a seeded Gaussian random projection of "
+              "its standardised values to WIDTH columns (an approximation, recorded in the result).",
+              metavar="WIDTH")
 @click.option("--pixel-baseline/--no-pixel-baseline", default=True, show_default=True,
               help="Also probe raw pixels reloaded from the data set the file records (skipped if unavailable).")
 @click.option("--plot", type=click.Path(path_type=Path), default=None, metavar="PNG",
@@ -84,21 +91,24 @@ def csv_rows(result: dict):
 @output_options
 @force_option
 def probe_attributes_command(features, levels, attributes, c_grid, metric, class_weight, max_train, solver, device,
-                             seed, pixel_baseline, plot, fmt, output, force):
+                             seed, memory_budget, project, pixel_baseline, plot, fmt, output, force):
     """Linear probes for every binary attribute of FEATURES.h5, for each level and joins of levels.
 
     Standardises with train statistics, fits an L2 logistic probe per attribute and C, chooses C per attribute
     on the valid split (a stratified 15 % of train when there is none), and reports test accuracy, balanced
     accuracy and AUROC once, beside the majority-class and raw-pixel baselines. Exit 3 for a file that cannot be
-    probed (not a complete features file, no attributes, NaN features, unknown level or attribute).
+    probed (not a complete features file, no attributes, NaN features, unknown attribute). Feature sets larger
+    than the memory budget are streamed from the file in bounded memory (docs/probes.md has the memory model).
 
     \b
     Examples:
       halitool probe-attributes features.h5
       halitool probe-attributes features.h5 --levels z1,z1+z2 --metric balanced_accuracy --format json
       halitool probe-attributes celeba.h5 --attributes Smiling,Male --C-grid 1e-3,1e-2,1e-1 -o probes.json
+      halitool probe-attributes celeba64.h5 --memory-budget 16GB --project 2048 -o probes.json
     """
     from halitool.fileio import check_output_path
+    from halitool.probe_streamed import parse_size
 
     ctx = app()
     if plot is not None:
@@ -111,7 +121,8 @@ def probe_attributes_command(features, levels, attributes, c_grid, metric, class
         check_output_path(plot, force)
     result = probe_attributes(features, levels=levels, attributes=attributes, c_grid=c_grid, metric=metric,
                               class_weight=class_weight, max_train=max_train, solver=solver, device=device,
-                              seed=seed, pixel_baseline=pixel_baseline, progress=ctx.progress)
+                              seed=seed, pixel_baseline=pixel_baseline, project=project, progress=ctx.progress,
+                              memory_budget=parse_size(memory_budget) if memory_budget is not None else None)
 
     def table(res: dict):
         names = {a["name"] for r in res["levels"].values() for a in r["attributes"]}
