@@ -18,7 +18,7 @@ from halitool.probe import (
     DEFAULT_C_GRID, HOLDOUT_FRACTION, majority_baseline, parse_c_grid, probe_arrays, stratified_subset, stratify_key,
 )
 from halitool.probe_streamed import (
-    FeatureSetReader, Projection, available_memory, fit_projection, gib, in_memory_peak, probe_streamed,
+    FeatureSetReader, available_memory, fit_projection, gib, in_memory_peak, probe_streamed, project_level,
     streamed_peak,
 )
 from halitool.progress import SILENT, Progress
@@ -46,6 +46,7 @@ CELEBA_PUBLISHED = (
     ("ANet", "balanced_accuracy", 0.80),
     ("LMLE-kNN", "balanced_accuracy", 0.84),
 )
+STRATEGIES = ("auto", "memory", "streamed")
 PIXEL_DIM_MAX = 1024  # raw pixels are average-pooled to at most this many features
 
 
@@ -94,7 +95,7 @@ def probe_attributes(
     path: Path, *, levels: str | None = None, attributes: str = "all", c_grid: str = DEFAULT_C_GRID,
     metric: str = "accuracy", class_weight: str = "none", max_train: int | None = None, solver: str = "auto",
     device: str = "auto", seed: int = 0, pixel_baseline: bool = True, memory_budget: int | None = None,
-    project: int | None = None, progress: Progress = SILENT,
+    project: int | None = None, strategy: str = "auto", progress: Progress = SILENT,
 ) -> dict:
     """Run the probe protocol on every requested feature set of a features file, plus the baselines.
 
@@ -103,12 +104,15 @@ def probe_attributes(
     (bytes; default 80 % of the memory available), else streamed from the file in bounded memory
     (:mod:`halitool.probe_streamed`, torch solver). A set that fits neither way is refused before any work, with
     the ``project`` width that would fit; ``project`` replaces every level wider than it by a seeded random
-    projection to that width (recorded in the result as ``projection``)."""
+    projection to that width (recorded in the result as ``projection``). ``strategy`` ``memory`` or ``streamed``
+    forces one path for every set (to compare them; the budget still applies)."""
     started = time.perf_counter()
     Cs = parse_c_grid(c_grid)
     device = str(resolve_device(device))
     solver = "torch" if solver == "auto" else solver
     budget = int(0.8 * available_memory()) if memory_budget is None else int(memory_budget)
+    if strategy not in STRATEGIES:
+        raise UsageError(f"unknown strategy {strategy!r}; choose {', '.join(STRATEGIES)}")
     if project is not None and project < 1:
         raise UsageError(f"--project must be at least 1, not {project}")
     with open_features(path) as ff:
@@ -116,16 +120,16 @@ def probe_attributes(
         sets = (parse_feature_sets(levels, ff.levels) if levels is not None
                 else [(name,) for name in ff.levels] + ([tuple(ff.levels)] if len(ff.levels) > 1 else []))
         train, valid, test = _probe_rows(ff, Y_all, max_train, seed)
-        plans = [_plan(ff, feature_set, (train, valid, test), len(names), len(Cs), solver, budget, project, seed)
-                 for feature_set in sets]  # every set checked before minutes of work
+        plans = [_plan(ff, feature_set, (train, valid, test), len(names), len(Cs), solver, budget, project, seed,
+                       strategy) for feature_set in sets]  # every set checked before minutes of work
         labels = ff.labels
         common = dict(names=names, Cs=Cs, metric=metric, class_weight=class_weight, device=device,
                       seed=seed, stratify=labels[train] if labels is not None else None)
         Ys = (Y_all[train], Y_all[valid], Y_all[test])
         results: dict[str, dict] = {}
         selection = None
-        projections: dict[str, Projection] = {}
-        for feature_set, plan in zip(sets, plans):
+        projected: dict[str, np.ndarray] = {}  # each projected level computed once, for every set it joins
+        for k, (feature_set, plan) in enumerate(zip(sets, plans)):
             with progress.task(f"probing {set_name(feature_set)}", total=len(Cs)) as task:
                 if plan["path"] == "memory":
                     X = _read_set(ff, feature_set, np.concatenate([train, valid, test]))
@@ -135,13 +139,16 @@ def probe_attributes(
                     del X
                 else:
                     for name in plan.get("projection", {}):
-                        if name not in projections:
-                            projections[name] = fit_projection(ff, name, train, project, seed)
-                    reader = FeatureSetReader(ff, feature_set, {n: projections[n] for n in plan.get("projection", {})})
+                        if name not in projected:
+                            projected[name] = project_level(ff, fit_projection(ff, name, train, project, seed))
+                    reader = FeatureSetReader(ff, feature_set, {n: projected[n] for n in plan.get("projection", {})})
                     result = probe_streamed(reader, train, Ys[0], valid, Ys[1], test, Ys[2], **common,
                                             on_step=task.advance)
             selection = result.pop("selection")
             results[set_name(feature_set)] = {**result, "memory": plan}
+            later = {name for other in sets[k + 1:] for name in other}
+            for name in [n for n in projected if n not in later]:
+                del projected[name]  # no later set joins it: free its memory
         baselines: dict[str, dict] = {"majority": majority_baseline(Ys[0], Ys[2], names)}
         if pixel_baseline:
             pixels = _pixel_baseline(ff, (train, valid, test), Ys, {**common, "solver": solver}, budget, progress)
@@ -158,7 +165,7 @@ def probe_attributes(
 
 
 def _plan(ff: FeaturesFile, feature_set: tuple[str, ...], rows: tuple, n_attributes: int, n_c: int, solver: str,
-          budget: int, project: int | None, seed: int) -> dict:
+          budget: int, project: int | None, seed: int, strategy: str = "auto") -> dict:
     """How a feature set is probed: in memory, or streamed (with its projections), and the predicted peak bytes;
     UsageError when neither fits the budget, naming what would."""
     train, valid, test = rows
@@ -169,9 +176,14 @@ def _plan(ff: FeaturesFile, feature_set: tuple[str, ...], rows: tuple, n_attribu
     raw_dim = sum(widths.values())
     n_score = len(valid) if len(valid) else int(round(HOLDOUT_FRACTION * len(train)))
     in_memory = in_memory_peak(n_rows, len(train), dim)
-    streamed = streamed_peak(len(train), n_score, dim, raw_dim, n_attributes, n_c)
+    projected_bytes = 4 * ff.n_samples * sum(projected.values())  # every projected level, all rows
+    streamed = streamed_peak(len(train), n_score, dim, dim if projected else raw_dim, n_attributes, n_c,
+                             projected_bytes=projected_bytes)
     label = f"--levels {set_name(feature_set)} ({dim:,} columns, {len(train):,} training rows)"
-    if not projected and (in_memory <= budget or solver == "sklearn"):
+    if strategy == "memory" and projected:
+        raise UsageError(f"{label}: --project needs the streamed path")
+    wants_memory = strategy == "memory" or (strategy == "auto" and (in_memory <= budget or solver == "sklearn"))
+    if not projected and wants_memory:
         if in_memory > budget:
             raise UsageError(f"{label}: the sklearn solver holds the features in memory, about {gib(in_memory)}, "
                              f"above the memory budget of {gib(budget)}; use --solver torch (streamed) or a "
@@ -181,8 +193,13 @@ def _plan(ff: FeaturesFile, feature_set: tuple[str, ...], rows: tuple, n_attribu
         raise UsageError(f"{label}: --project and the streamed path need --solver torch")
     if streamed > budget:
         widest = max(widths.values())
-        fits = [w for w in (4096, 2048, 1024, 512, 256, 128) if w < widest and streamed_peak(
-            len(train), n_score, sum(min(w, d) for d in widths.values()), raw_dim, n_attributes, n_c) <= budget]
+        def with_width(w: int) -> int:
+            narrowed = sum(min(w, d) for d in widths.values())
+            wide = sum(w for d in widths.values() if d > w)
+            return streamed_peak(len(train), n_score, narrowed, narrowed, n_attributes, n_c,
+                                 projected_bytes=4 * ff.n_samples * wide)
+
+        fits = [w for w in (4096, 2048, 1024, 512, 256, 128) if w < widest and with_width(w) <= budget]
         hint = (f"; --project {fits[0]} (a random projection of every wider level, recorded in the result) would "
                 "fit" if fits else "")
         raise UsageError(f"{label}: needs about {gib(streamed)} even streamed from the file, above the memory budget "

@@ -53,14 +53,15 @@ def in_memory_peak(n_rows: int, n_train: int, dim: int) -> int:
 
 
 def streamed_peak(n_train: int, n_score: int, dim: int, raw_dim: int, n_attributes: int, n_c: int,
-                  memory: int = 10) -> int:
+                  memory: int = 10, projected_bytes: int = 0) -> int:
     """Bytes the streamed path needs at its peak: the rotated training matrix (4 n D); the Gram matrix, its
     eigendecomposition and the rotation (about 36 D^2); one chunk of raw and of standardised rows; the weights of
     every attribute at every C (4 K A D) and the solver's curvature history (8 memory A D); the solver's per-row
-    temporaries (about 40 n A); the scores of the selection rows (4 n_score K A)."""
+    temporaries (about 40 n A); the scores of the selection rows (4 n_score K A); and ``projected_bytes``, the
+    projections of every row of the projected levels (4 N width each)."""
     rows = min(n_train, chunk_rows(raw_dim))
     chunk = 4 * rows * raw_dim + 24 * rows * dim  # the raw rows, their float64 copy and shifted copy, a product
-    return (4 * n_train * dim + 36 * dim * dim + chunk + 4 * n_c * n_attributes * dim
+    return (projected_bytes + 4 * n_train * dim + 36 * dim * dim + chunk + 4 * n_c * n_attributes * dim
             + 8 * memory * n_attributes * dim + 40 * n_train * n_attributes + 4 * n_score * n_c * n_attributes)
 
 
@@ -129,30 +130,45 @@ class Projection:
 
 
 class FeatureSetReader:
-    """The rows of one feature set (a level, or levels joined with +, each level possibly projected) in chunks."""
+    """The rows of one feature set (a level, or levels joined with +) in chunks. A level in ``projected`` is read
+    from its projection of every row of the file, computed once (:func:`project_level`), not from the file."""
 
-    def __init__(self, ff: FeaturesFile, feature_set: Sequence[str], projections: dict[str, Projection]):
-        self.ff, self.levels, self.projections = ff, tuple(feature_set), projections
-        self.raw_dim = sum(ff.level_dim(name) for name in self.levels)
-        self.dim = sum(projections[name].matrix.shape[1] if name in projections else ff.level_dim(name)
-                       for name in self.levels)
+    def __init__(self, ff: FeaturesFile, feature_set: Sequence[str], projected: dict[str, np.ndarray]):
+        self.ff, self.levels, self.projected = ff, tuple(feature_set), projected
+        self.raw_dim = sum(projected[name].shape[1] if name in projected else ff.level_dim(name)
+                           for name in self.levels)
+        self.dim = self.raw_dim
         self.chunk_rows = chunk_rows(self.raw_dim)
 
     def read(self, rows: np.ndarray) -> np.ndarray:
         """float32 [len(rows), dim] of sorted ``rows``; NaN or inf is bad input."""
         parts = []
         for name in self.levels:
+            if name in self.projected:
+                parts.append(self.projected[name][rows])
+                continue
             x = read_rows(self.ff.h5[f"levels/{name}/mean"], rows)
             if not np.isfinite(x).all():
                 raise BadInputError(f"{self.ff.path}: level {name} has NaN or inf values "
                                     f"(in {int((~np.isfinite(x)).any(axis=1).sum())} rows of a chunk)")
-            parts.append(self.projections[name](x) if name in self.projections else x)
+            parts.append(x)
         return np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
 
     def chunks(self, rows: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
         """(offset in ``rows``, the features of the next chunk of them)."""
         for start in range(0, len(rows), self.chunk_rows):
             yield start, self.read(rows[start: start + self.chunk_rows])
+
+
+def project_level(ff: FeaturesFile, projection: Projection) -> np.ndarray:
+    """float32 [N, width]: the projection of every row of the file, chunk by chunk (4 N width bytes, once per level
+    however many feature sets it joins)."""
+    reader = FeatureSetReader(ff, (projection.level,), {})
+    rows = np.arange(ff.n_samples)
+    out = np.empty((len(rows), projection.matrix.shape[1]), dtype=np.float32)
+    for start, x in reader.chunks(rows):
+        out[start: start + len(x)] = projection(x)
+    return out
 
 
 def fit_projection(ff: FeaturesFile, level: str, train: np.ndarray, width: int, seed: int) -> Projection:

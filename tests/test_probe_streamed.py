@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from halitool import probe_streamed
 from halitool.errors import UsageError
