@@ -127,7 +127,7 @@ def accuracy_difference(path: Path, project: int | None, c_grid: str) -> dict:
     projected = path.with_name(path.stem + "-projected.h5")
     _project_file(path, projected, project)
     in_memory = probe_attributes(projected, **{**options, "project": None}, strategy="memory")
-    streamed = probe_attributes(projected, **{**options, "project": None}, strategy="streamed")
+    streamed = probe_attributes(projected, **{**options, "project": None})
     worst = 0.0
     for name in in_memory["levels"]:
         assert streamed["levels"][name]["memory"]["path"] == "streamed", streamed["levels"][name]["memory"]

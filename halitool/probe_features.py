@@ -46,7 +46,7 @@ CELEBA_PUBLISHED = (
     ("ANet", "balanced_accuracy", 0.80),
     ("LMLE-kNN", "balanced_accuracy", 0.84),
 )
-STRATEGIES = ("auto", "memory", "streamed")
+STRATEGIES = ("auto", "memory")  # auto: streamed with the torch solver, in memory with sklearn
 PIXEL_DIM_MAX = 1024  # raw pixels are average-pooled to at most this many features
 
 
@@ -99,13 +99,13 @@ def probe_attributes(
 ) -> dict:
     """Run the probe protocol on every requested feature set of a features file, plus the baselines.
 
-    ``levels`` is a level spec (``z1,z2,z1+z2``; default: each level alone and, with several, all joined). Each
-    feature set is probed in memory when :func:`~halitool.probe_streamed.in_memory_peak` fits ``memory_budget``
-    (bytes; default 80 % of the memory available), else streamed from the file in bounded memory
-    (:mod:`halitool.probe_streamed`, torch solver). A set that fits neither way is refused before any work, with
-    the ``project`` width that would fit; ``project`` replaces every level wider than it by a seeded random
-    projection to that width (recorded in the result as ``projection``). ``strategy`` ``memory`` or ``streamed``
-    forces one path for every set (to compare them; the budget still applies)."""
+    ``levels`` is a level spec (``z1,z2,z1+z2``; default: each level alone and, with several, all joined). With
+    the torch solver each feature set is streamed from the file in bounded memory (:mod:`halitool.probe_streamed`:
+    about 4 bytes per training value instead of about 20); the sklearn solver (the reference) holds it in memory,
+    as ``strategy="memory"`` does. A set whose predicted peak exceeds ``memory_budget`` (bytes; default 80 % of
+    the memory available) is refused before any work, naming the ``project`` width that would fit; ``project``
+    replaces every level wider than it by a seeded random projection to that width (recorded in the result as
+    ``projection``)."""
     started = time.perf_counter()
     Cs = parse_c_grid(c_grid)
     device = str(resolve_device(device))
@@ -166,40 +166,36 @@ def probe_attributes(
 
 def _plan(ff: FeaturesFile, feature_set: tuple[str, ...], rows: tuple, n_attributes: int, n_c: int, solver: str,
           budget: int, project: int | None, seed: int, strategy: str = "auto") -> dict:
-    """How a feature set is probed: in memory, or streamed (with its projections), and the predicted peak bytes;
-    UsageError when neither fits the budget, naming what would."""
+    """How a feature set is probed and its predicted peak bytes: streamed from the file (the torch solver's way,
+    with any projections), or in memory (the sklearn solver's, or ``strategy="memory"``). UsageError when it does
+    not fit the budget, naming what would."""
     train, valid, test = rows
     n_rows = len(train) + len(valid) + len(test)
     widths = {name: ff.level_dim(name) for name in feature_set}
     projected = {name: project for name, d in widths.items() if project is not None and d > project}
     dim = sum(projected.get(name, d) for name, d in widths.items())
-    raw_dim = sum(widths.values())
     n_score = len(valid) if len(valid) else int(round(HOLDOUT_FRACTION * len(train)))
-    in_memory = in_memory_peak(n_rows, len(train), dim)
-    projected_bytes = 4 * ff.n_samples * sum(projected.values())  # every projected level, all rows
-    streamed = streamed_peak(len(train), n_score, dim, dim if projected else raw_dim, n_attributes, n_c,
-                             projected_bytes=projected_bytes)
     label = f"--levels {set_name(feature_set)} ({dim:,} columns, {len(train):,} training rows)"
-    if strategy == "memory" and projected:
-        raise UsageError(f"{label}: --project needs the streamed path")
-    wants_memory = strategy == "memory" or (strategy == "auto" and (in_memory <= budget or solver == "sklearn"))
-    if not projected and wants_memory:
+    in_memory = in_memory_peak(n_rows, len(train), dim)
+    if solver == "sklearn" or strategy == "memory":
+        if projected:
+            raise UsageError(f"{label}: --project needs the streamed path of --solver torch")
         if in_memory > budget:
-            raise UsageError(f"{label}: the sklearn solver holds the features in memory, about {gib(in_memory)}, "
-                             f"above the memory budget of {gib(budget)}; use --solver torch (streamed) or a "
-                             "larger --memory-budget")
+            raise UsageError(f"{label}: the in-memory path (the sklearn solver's) needs about {gib(in_memory)}, above "
+                             f"the memory budget of {gib(budget)}; use --solver torch (streamed) or a larger "
+                             "--memory-budget")
         return {"path": "memory", "predicted_peak_bytes": in_memory}
-    if solver == "sklearn":
-        raise UsageError(f"{label}: --project and the streamed path need --solver torch")
-    if streamed > budget:
-        widest = max(widths.values())
-        def with_width(w: int) -> int:
-            narrowed = sum(min(w, d) for d in widths.values())
-            wide = sum(w for d in widths.values() if d > w)
-            return streamed_peak(len(train), n_score, narrowed, narrowed, n_attributes, n_c,
-                                 projected_bytes=4 * ff.n_samples * wide)
 
-        fits = [w for w in (4096, 2048, 1024, 512, 256, 128) if w < widest and with_width(w) <= budget]
+    def streamed_need(width: int | None) -> int:
+        narrowed = {name: (width if width is not None and d > width else d) for name, d in widths.items()}
+        wide = sum(w for name, w in narrowed.items() if w != widths[name])
+        reads = sum(narrowed.values()) if wide else sum(widths.values())
+        return streamed_peak(len(train), n_score, sum(narrowed.values()), reads, n_attributes, n_c,
+                             projected_bytes=4 * ff.n_samples * wide)  # every projected level, all rows
+
+    streamed = streamed_need(project)
+    if streamed > budget:
+        fits = [w for w in (4096, 2048, 1024, 512, 256, 128) if w < max(widths.values()) and streamed_need(w) <= budget]
         hint = (f"; --project {fits[0]} (a random projection of every wider level, recorded in the result) would "
                 "fit" if fits else "")
         raise UsageError(f"{label}: needs about {gib(streamed)} even streamed from the file, above the memory budget "

@@ -78,28 +78,32 @@ def test_row_weights_fit_the_rows_of_weight_one_alone():
 
 
 @pytest.mark.parametrize("valid", [True, False])
-def test_a_small_budget_streams_and_gives_the_in_memory_answers(tmp_path, small_chunks, valid):
+def test_the_streamed_path_gives_the_in_memory_answers(tmp_path, small_chunks, valid):
     path = features_file(tmp_path / "f.h5", dims=(40, 5), valid=valid)
     options = dict(c_grid="1e-3:1e1:5", pixel_baseline=False, device="cpu")
-    budget = 400_000  # below the in-memory need of z1 and z1+z2, above that of z2 (5 columns)
-    in_memory = probe_attributes(path, **options)
-    streamed = probe_attributes(path, memory_budget=budget, **options)
+    in_memory = probe_attributes(path, **options, strategy="memory")
+    streamed = probe_attributes(path, **options)
     assert in_memory["selection"] == streamed["selection"]
-    paths = {}
     for name in ("z1", "z2", "z1+z2"):
         assert in_memory["levels"][name]["memory"]["path"] == "memory"
-        plan = streamed["levels"][name]["memory"]
-        paths[name] = plan["path"]
-        assert plan["predicted_peak_bytes"] <= budget
+        assert streamed["levels"][name]["memory"]["path"] == "streamed"
         for a, b in zip(in_memory["levels"][name]["attributes"], streamed["levels"][name]["attributes"]):
             assert a["name"] == b["name"] and a["C"] == b["C"]
             assert a["accuracy"] == pytest.approx(b["accuracy"], abs=1 / 120 + 1e-9)  # at most one row differs
             if a["C"] is not None:
                 assert a["auroc"] == pytest.approx(b["auroc"], abs=2e-3)
-    assert paths == {"z1": "streamed", "z2": "memory", "z1+z2": "streamed"}
     # The fixture's structure is found by both: a in z1, b in z2, c only in the join.
     joined = {x["name"]: x for x in streamed["levels"]["z1+z2"]["attributes"]}
     assert joined["c"]["balanced_accuracy"] > 0.8
+
+
+def test_the_in_memory_path_is_refused_when_it_does_not_fit(tmp_path):
+    path = features_file(tmp_path / "f.h5", dims=(40, 5))
+    with pytest.raises(UsageError, match="in-memory path"):
+        probe_attributes(path, levels="z1", memory_budget=100_000, solver="sklearn", pixel_baseline=False)
+    plan = probe_attributes(path, levels="z1", memory_budget=1 << 20, c_grid="1e-2:1:2",
+                            pixel_baseline=False)["levels"]["z1"]["memory"]
+    assert plan["path"] == "streamed" and plan["predicted_peak_bytes"] <= 1 << 20
 
 
 def test_a_set_that_fits_neither_way_is_refused_naming_a_projection_that_fits(tmp_path):
@@ -152,7 +156,7 @@ def test_memory_budget_option(tmp_path):
                               "--format", "json", "--C-grid", "1e-2:1:3"])
     assert code == 0, err
     doc = json.loads(out)
-    assert doc["memory_budget"] == 1 << 30 and doc["levels"]["z1"]["memory"]["path"] == "memory"
+    assert doc["memory_budget"] == 1 << 30 and doc["levels"]["z1"]["memory"]["path"] == "streamed"
     code, _, err = run_cli(["probe-attributes", str(path), "--memory-budget", "lots"])
     assert code == 2 and "--memory-budget 'lots'" in err
 
@@ -179,9 +183,9 @@ import halitool.probe_features as pf, torch
 with open_features({str(path)!r}) as ff:
     ff.attributes
 if sys.argv[1] != "baseline":
-    budget = int(sys.argv[1])
+    strategy = "memory" if sys.argv[1] == "memory" else "auto"
     r = pf.probe_attributes({str(path)!r}, c_grid="1e-2:1:3", pixel_baseline=False, device="cpu",
-                            memory_budget=budget)
+                            memory_budget={300 << 20} if strategy == "auto" else None, strategy=strategy)
     print(json.dumps(r["levels"]["z1"]["memory"]))
 else:
     print("{{}}")
@@ -195,8 +199,8 @@ print(next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if 
         return json.loads(out[-2]), int(out[-1])
 
     _, baseline = run("baseline")
-    plan, streamed = run(str(300 << 20))
+    plan, streamed = run("streamed")
     assert plan["path"] == "streamed"
     assert streamed - baseline < 2 * level_bytes, (streamed - baseline, level_bytes)
-    plan, in_memory = run(str(64 << 30))
+    plan, in_memory = run("memory")
     assert plan["path"] == "memory" and in_memory - baseline > 2 * level_bytes
