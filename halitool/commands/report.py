@@ -15,8 +15,6 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from rich.console import Console
 
-from halitool.fileio import atomic_write_bytes
-
 if TYPE_CHECKING:  # rich.table loads when a table is drawn, not with the CLI
     from rich.table import Table
 
@@ -96,6 +94,8 @@ def emit(
         sys.stdout.write(text)
         sys.stdout.flush()
     else:
+        from halitool.fileio import atomic_write_bytes  # (hashlib, tempfile) only when a file is written
+
         atomic_write_bytes(Path(output), text.encode(), force=force)
 
 
