@@ -102,3 +102,22 @@ def test_the_light_choices_are_the_librarys():
                                                         choices.DEFAULT_C_GRID)
     assert (base.SPLITS, base.SPLIT_NAMES, base.SPLIT_CHOICES) == (choices.SPLITS, choices.SPLIT_NAMES,
                                                                    choices.SPLIT_CHOICES)
+
+
+def test_the_lazy_group_lists_and_loads_every_command():
+    """Commands load on first use; the help lists all of them and a typo still gets Click's suggestion."""
+    import click
+
+    from helpers import run_cli
+    from halitool.cli import COMMANDS, cli
+
+    ctx = click.Context(cli)
+    assert cli.list_commands(ctx) == sorted(COMMANDS)
+    for name in COMMANDS:
+        assert cli.get_command(ctx, name).name == name
+    assert cli.get_command(ctx, "no-such-command") is None
+    code, stdout, _ = run_cli(["--help"])
+    listed = stdout.split("Commands:", 1)[1].split()
+    assert code == 0 and all(name in listed for name in COMMANDS)
+    code, _, stderr = run_cli(["inspec"])
+    assert code == 2 and "No such command 'inspec'. Did you mean 'inspect'?" in stderr
