@@ -47,7 +47,8 @@ PROBE_TORCH = (
     "else:\n"
     "    code = 0\n"
     "sys.stdout.flush()\n"
-    "sys.stderr.write('\\nTORCH_IMPORTED=%s EXIT=%s\\n' % ('torch' in sys.modules, code))\n"
+    "sys.stderr.write('\\nHALITOOL=%s TORCH_IMPORTED=%s EXIT=%s\\n'\n"
+    "                 % (sys.modules['halitool'].__path__[0], 'torch' in sys.modules, code))\n"
 )
 
 
@@ -99,11 +100,15 @@ def time_once(argv: list[str], env: dict) -> float:
 
 
 def imports_torch(args: list[str], env: dict) -> bool:
+    """Whether ``halitool ARGS`` imports torch (checked to run this checkout's halitool)."""
     done = subprocess.run([sys.executable, "-c", PROBE_TORCH, *args], env=env, capture_output=True, text=True)
     last = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else ""
-    if not last.startswith("TORCH_IMPORTED=") or not last.endswith("EXIT=0"):
+    if not last.startswith("HALITOOL=") or not last.endswith("EXIT=0"):
         raise RuntimeError(f"halitool {' '.join(args)}: {done.stderr[-2000:]}")
-    return last.split()[0] == "TORCH_IMPORTED=True"
+    package, torch_imported, _ = last.split()
+    if Path(package.split("=", 1)[1]).resolve() != ROOT / "halitool":
+        raise RuntimeError(f"the child ran {package}, not {ROOT / 'halitool'}")
+    return torch_imported == "TORCH_IMPORTED=True"
 
 
 def run(argv: list[str] | None = None) -> dict:
