@@ -83,7 +83,8 @@ def write_small_features(path: Path, n: int = 100) -> Path:
 
 
 def child_env() -> dict:
-    """This checkout's halitool first on the path; no colour, so that output does not depend on the terminal."""
+    """This checkout's halitool first on the path; no colour, so that output does not depend on the terminal.
+    (The children also run in this checkout: ``python -c``/``-m`` put the working folder before PYTHONPATH.)"""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
     env["NO_COLOR"] = "1"
@@ -92,7 +93,7 @@ def child_env() -> dict:
 
 def time_once(argv: list[str], env: dict) -> float:
     t0 = time.perf_counter()
-    done = subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    done = subprocess.run(argv, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     seconds = time.perf_counter() - t0
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} exited {done.returncode}: {done.stderr.decode()[-2000:]}")
@@ -101,7 +102,8 @@ def time_once(argv: list[str], env: dict) -> float:
 
 def imports_torch(args: list[str], env: dict) -> bool:
     """Whether ``halitool ARGS`` imports torch (checked to run this checkout's halitool)."""
-    done = subprocess.run([sys.executable, "-c", PROBE_TORCH, *args], env=env, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-c", PROBE_TORCH, *args], env=env, cwd=ROOT, capture_output=True,
+                          text=True)
     last = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else ""
     if not last.startswith("HALITOOL=") or not last.endswith("EXIT=0"):
         raise RuntimeError(f"halitool {' '.join(args)}: {done.stderr[-2000:]}")

@@ -32,7 +32,7 @@ else:
 watched = {"torch", "numpy", "h5py", "sklearn", "scipy", "pandas", "matplotlib", "PIL", "safetensors"}
 loaded = sorted(m for m in sys.modules if m.split(".")[0] in watched or m in ("rich.progress", "rich.table"))
 with open(out, "w") as f:
-    json.dump({"code": code, "loaded": loaded}, f)
+    json.dump({"code": code, "loaded": loaded, "halitool": sys.modules["halitool"].__path__[0]}, f)
 """
 
 # What neither the CLI's import nor any --help may cost.
@@ -43,14 +43,16 @@ NOT_AT_START = ("torch", "numpy", "h5py", "sklearn", "scipy", "pandas", "matplot
 def run_child(args: list[str], tmp_path: Path) -> tuple[int | None, set[str], str]:
     """(exit code, modules loaded, stdout) of ``halitool ARGS`` in a fresh interpreter using this halitool."""
     out = tmp_path / "modules.json"
+    root = Path(halitool.__file__).resolve().parents[1]
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(Path(halitool.__file__).resolve().parents[1]),
-                                         *filter(None, [env.get("PYTHONPATH")])])
+    env["PYTHONPATH"] = os.pathsep.join([str(root), *filter(None, [env.get("PYTHONPATH")])])
     env["NO_COLOR"] = "1"
-    done = subprocess.run([sys.executable, "-c", CHILD, str(out), *args], env=env, capture_output=True, text=True,
-                          timeout=120)
+    # In root too: `python -c` puts the working folder before PYTHONPATH, and another checkout may be there.
+    done = subprocess.run([sys.executable, "-c", CHILD, str(out), *args], env=env, cwd=root, capture_output=True,
+                          text=True, timeout=120)
     assert done.returncode == 0 and out.is_file(), done.stderr
     doc = json.loads(out.read_text())
+    assert Path(doc["halitool"]).resolve() == root / "halitool"  # this checkout's, not another installed one
     return doc["code"], set(doc["loaded"]), done.stdout
 
 
