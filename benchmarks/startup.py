@@ -1,11 +1,12 @@
-"""Benchmark of the command line's start-up: wall seconds of whole ``halitool`` processes, against the floor.
+"""Benchmark of the command line's start-up: wall and CPU seconds of whole ``halitool`` processes, against the floor.
 
 Each case runs ``--repeats`` times in a fresh subprocess, the cases interleaved (one run of each per round) so
 that a change in the machine's load weighs on all of them alike; the result is each case's median (and min and
 max) in seconds. The baselines run in the same rounds: ``python -c pass`` (the interpreter's own start-up, the
 floor), ``python -c "import h5py"`` (the floor of ``inspect``, which reads HDF5) and ``python -c "import torch"``
-(what every command paid before start-up became lazy). For each halitool case the result also says whether the
-process imported torch.
+(what every command paid before start-up became lazy). Wall time is what a person waits; CPU time (user + system
+of the child) moves less with the machine's load. For each halitool case the result also says whether the process
+imported torch.
 
 Cases: ``halitool --help``; ``halitool inspect FILE --format json`` on a small features file written here with
 halitool.features.write_features; ``halitool data info mnist:DIR --format json`` on a small synthetic MNIST in
@@ -21,6 +22,7 @@ import datetime
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -91,13 +93,16 @@ def child_env() -> dict:
     return env
 
 
-def time_once(argv: list[str], env: dict) -> float:
+def time_once(argv: list[str], env: dict) -> tuple[float, float]:
+    """(wall seconds, CPU seconds: user + system of the child and its threads) of one run."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     done = subprocess.run(argv, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     seconds = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} exited {done.returncode}: {done.stderr.decode()[-2000:]}")
-    return seconds
+    return seconds, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def imports_torch(args: list[str], env: dict) -> bool:
@@ -139,9 +144,12 @@ def run(argv: list[str] | None = None) -> dict:
         for argv_ in cases.values():  # warm the page cache and the .pyc files; not timed
             time_once(argv_, env)
         times: dict[str, list[float]] = {name: [] for name in cases}
+        cpu: dict[str, list[float]] = {name: [] for name in cases}
         for _ in range(args.repeats):
             for name, argv_ in cases.items():
-                times[name].append(time_once(argv_, env))
+                wall, used = time_once(argv_, env)
+                times[name].append(wall)
+                cpu[name].append(used)
         torch_used = {name: imports_torch(a, env) for name, a in halitool_cases.items()}
 
     medians = {name: round(statistics.median(t), 4) for name, t in times.items()}
@@ -160,6 +168,8 @@ def run(argv: list[str] | None = None) -> dict:
         # Above the interpreter's own start-up: what halitool (and its imports) add.
         "median_over_python_seconds": {name: round(medians[name] - medians["python_pass"], 4)
                                        for name in halitool_cases},
+        # CPU seconds (user + system, all threads): less sensitive than wall time to other work on the machine.
+        "median_cpu_seconds": {name: round(statistics.median(t), 4) for name, t in cpu.items()},
         "imports_torch": torch_used,
     }
 
