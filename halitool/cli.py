@@ -16,6 +16,43 @@ from halitool.errors import ExitCode, HalitoolError
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "HALITOOL", "show_default": True}
 
 
+# Every command: its name -> (module, object). A command's module (and whatever that imports) loads when the
+# command runs or a help page lists it; `halitool inspect` does not pay for train's options.
+COMMANDS = {
+    "data": ("halitool.commands.data", "data_group"),
+    "train": ("halitool.commands.train", "train_command"),
+    "info": ("halitool.commands.info", "info_command"),
+    "extract": ("halitool.commands.extract", "extract_command"),
+    "inspect": ("halitool.commands.extract", "inspect_command"),
+    "semisup": ("halitool.commands.semisup", "semisup_command"),
+    "predict": ("halitool.commands.predict", "predict_command"),
+    "probe-attributes": ("halitool.commands.probe", "probe_attributes_command"),
+    "reconstruct": ("halitool.commands.visualize", "reconstruct_command"),
+    "sample": ("halitool.commands.visualize", "sample_command"),
+    "interpolate": ("halitool.commands.visualize", "interpolate_command"),
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose commands (``COMMANDS``) are imported on first use; otherwise a plain click.Group."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            module, name = COMMANDS[cmd_name]
+            # __import__ rather than importlib.import_module: `python -X importtime` then shows what it costs.
+            self.add_command(getattr(__import__(module, fromlist=[name]), name), cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        if args and args[0] not in COMMANDS:  # a typo: Click's "Did you mean" draws on the loaded commands
+            for name in COMMANDS:
+                self.get_command(ctx, name)
+        return super().resolve_command(ctx, args)
+
+
 def _print_version(ctx: click.Context, _param, value: bool) -> None:
     if not value or ctx.resilient_parsing:
         return
@@ -26,7 +63,7 @@ def _print_version(ctx: click.Context, _param, value: bool) -> None:
     ctx.exit()
 
 
-@click.group(context_settings=CONTEXT_SETTINGS)
+@click.group(cls=LazyGroup, context_settings=CONTEXT_SETTINGS)
 @click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
               help="Show the versions of halitool, Python, torch (CUDA), h5py/HDF5, scikit-learn.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress or logs on stderr (data and errors still appear).")
@@ -47,39 +84,6 @@ def cli(ctx: click.Context, quiet: bool, verbose: bool, color: bool | None):
       halitool semisup --labels 100
     """
     ctx.obj = AppContext(console=make_console(color=color, quiet=quiet, verbose=verbose), verbose=verbose, quiet=quiet)
-
-
-def _register_commands() -> None:
-    from halitool.commands.data import data_group
-
-    cli.add_command(data_group)
-    from halitool.commands.train import train_command
-
-    cli.add_command(train_command)
-    from halitool.commands.info import info_command
-
-    cli.add_command(info_command)
-    from halitool.commands.extract import extract_command, inspect_command
-
-    cli.add_command(extract_command)
-    cli.add_command(inspect_command)
-    from halitool.commands.semisup import semisup_command
-
-    cli.add_command(semisup_command)
-    from halitool.commands.predict import predict_command
-
-    cli.add_command(predict_command)
-    from halitool.commands.probe import probe_attributes_command
-
-    cli.add_command(probe_attributes_command)
-    from halitool.commands.visualize import interpolate_command, reconstruct_command, sample_command
-
-    cli.add_command(reconstruct_command)
-    cli.add_command(sample_command)
-    cli.add_command(interpolate_command)
-
-
-_register_commands()
 
 
 def _wants_traceback(argv: list[str]) -> bool:

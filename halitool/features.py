@@ -33,7 +33,7 @@ from typing import Mapping, Sequence
 import h5py
 import numpy as np
 
-from halitool.data.base import SPLIT_NAMES, SPLITS
+from halitool.choices import SPLIT_NAMES, SPLITS
 from halitool.levels import level_order
 from halitool.errors import BadInputError, HalitoolError
 

@@ -17,13 +17,11 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from halitool.choices import CLASS_WEIGHTS, DEFAULT_C_GRID, PROBE_METRICS as METRICS  # noqa: F401  (with the CLI's)
 from halitool.errors import UsageError
 from halitool.standardize import Standardizer
 from halitool.runtime import resolve_device
 
-METRICS = ("accuracy", "balanced_accuracy")
-CLASS_WEIGHTS = ("none", "balanced")
-DEFAULT_C_GRID = "1e-4:1e2:10"
 HOLDOUT_FRACTION = 0.15
 
 

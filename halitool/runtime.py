@@ -8,13 +8,14 @@ import platform
 import shlex
 import sys
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from halitool import settings
 from halitool.choices import DEVICES
 from halitool.errors import UsageError
 
+if TYPE_CHECKING:  # torch loads where a device is resolved or described, not with the CLI's start-up
+    import torch
 
 
 def resolve_device(name: str) -> torch.device:
@@ -24,6 +25,8 @@ def resolve_device(name: str) -> torch.device:
     """
     if name not in DEVICES:
         raise UsageError(f"--device must be one of {', '.join(DEVICES)}, not {name!r}")
+    import torch
+
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
@@ -39,6 +42,7 @@ def library_versions() -> dict[str, str]:
 
     import h5py
     import numpy as np
+    import torch
 
     from halitool import __version__
 
@@ -69,6 +73,8 @@ def command_line() -> str | None:
 
 def hardware(device: torch.device) -> str:
     """The processor or GPU that computes, for provenance and benchmark records."""
+    import torch
+
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
     cpu = platform.processor() or platform.machine()

@@ -89,12 +89,12 @@ def test_output_file_table_and_plot(tmp_path):
 
 
 def test_plot_without_matplotlib_fails_at_once_and_writes_nothing(tmp_path, monkeypatch, no_matplotlib):
-    from halitool.commands import probe as probe_command
+    from halitool import probe_features  # the command imports probe_attributes from here when it runs
 
     def no_probing(*args, **kwargs):
         raise AssertionError("probes were fitted although the plot could never be drawn")
 
-    monkeypatch.setattr(probe_command, "probe_attributes", no_probing)
+    monkeypatch.setattr(probe_features, "probe_attributes", no_probing)
     path = small_features(tmp_path / "f.h5")
     code, out, err = run_cli(["probe-attributes", str(path), "-o", str(tmp_path / "r.json"),
                               "--plot", str(tmp_path / "bars.png")])

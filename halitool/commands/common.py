@@ -10,8 +10,7 @@ from rich.console import Console
 
 from halitool.commands.console import BarProgress
 from halitool.commands.report import FORMATS, SUMMARY_FORMATS
-from halitool.data.base import SPLIT_CHOICES, SPLITS
-from halitool.choices import DEVICES, PRECISIONS
+from halitool.choices import DEVICES, PRECISIONS, SPLIT_CHOICES, SPLITS
 
 
 @dataclass

@@ -10,20 +10,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from halitool import progress as library_progress
 from halitool import settings
+
+if TYPE_CHECKING:  # rich.progress loads with the first bar, not with every command
+    from rich.progress import Progress
 
 LOGGER = "halitool"
 
@@ -63,6 +58,10 @@ def make_console(color: bool | None = None, quiet: bool = False, verbose: bool =
 
 def progress(console: Console, *extra_columns) -> Progress:
     """A rich progress bar on ``console``; shown only when stderr is a terminal and not ``--quiet``."""
+    from rich.progress import (
+        BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
+    )
+
     return Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
@@ -101,6 +100,8 @@ class BarProgress(library_progress.Progress):
     @contextlib.contextmanager
     def task(self, description: str, total: int | None, completed: int = 0) -> Iterator[library_progress.Task]:
         if self._bar is None:
+            from rich.progress import TextColumn
+
             self._bar = progress(self.console, TextColumn("{task.fields[info]}"))
             self._bar.start()
         bar = self._bar

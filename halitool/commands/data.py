@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-from rich.table import Table
 
 from halitool.commands.common import app, force_option, output_options
 from halitool.errors import UsageError
-from halitool.data import default_root, open_dataset, parse_spec
-from halitool.data.summary import dataset_summary
 from halitool.commands.report import emit
+
+if TYPE_CHECKING:  # rich.table loads when a table is drawn, not with the CLI
+    from rich.table import Table
 
 
 @click.group("data")
@@ -31,6 +32,7 @@ def fetch(name: str, root: Path | None):
       halitool data fetch mnist
       halitool data fetch mnist --root ./data/mnist
     """
+    from halitool.data import default_root
     from halitool.data.fetch import fetch_mnist
 
     console = app().console
@@ -40,6 +42,8 @@ def fetch(name: str, root: Path | None):
 
 
 def _info_table(result: dict) -> Table:
+    from rich.table import Table
+
     table = Table(title=f"{result['kind']} data set at {result['root']}", title_justify="left")
     table.add_column("property", style="bold")
     table.add_column("value")
@@ -68,6 +72,8 @@ def info(spec: str, check: bool, fmt: str | None, output: str | None, force: boo
       halitool data info celeba:/data/celeba --format json
       halitool data info folder:./faces --check
     """
+    from halitool.data.summary import dataset_summary
+
     result = dataset_summary(spec, check=check, progress=app().progress)
     emit(result, command="data info", fmt=fmt, output=output, console=app().console, table=_info_table,
          force=force)
@@ -91,6 +97,7 @@ def cache(spec: str, crop: int, size: int, rebuild: bool, fmt: str | None, outpu
       halitool data cache celeba:/data/celeba
       halitool data cache celeba:/data/celeba --crop 108 --rebuild
     """
+    from halitool.data import open_dataset, parse_spec
     from halitool.data.cache import build_cache
 
     kind, _ = parse_spec(spec)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 import click
-from rich.table import Table
 
 from halitool import settings
 from halitool.choices import LATENTS
@@ -22,8 +22,13 @@ from halitool.commands.common import (
 )
 from halitool.commands.report import emit
 
+if TYPE_CHECKING:  # rich.table loads when a table is drawn, not with the CLI
+    from rich.table import Table
+
 
 def _extract_table(result: dict) -> Table:
+    from rich.table import Table
+
     table = Table(title=f"features {result['output']}", show_header=False, title_justify="left")
     table.add_column("key", style="bold")
     table.add_column("value")
@@ -93,6 +98,8 @@ def _fmt(value) -> str:
 
 
 def _inspect_table(result: dict) -> Table:
+    from rich.table import Table
+
     table = Table(title=f"features {result['path']}", show_header=False, title_justify="left")
     table.add_column("key", style="bold")
     table.add_column("value", overflow="fold")

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
-from rich.table import Table
 
 from halitool.commands.common import app, force_option, output_options
 from halitool.commands.report import emit
+
+if TYPE_CHECKING:  # rich.table loads when a table is drawn, not with the CLI
+    from rich.table import Table
 
 
 def checkpoint_summary(name_or_path: str) -> dict:
@@ -43,6 +47,8 @@ def _fmt(value) -> str:
 
 
 def _table(result: dict) -> Table:
+    from rich.table import Table
+
     table = Table(title=f"checkpoint {result['path']}", show_header=False, title_justify="left")
     table.add_column("key", style="bold")
     table.add_column("value", overflow="fold")

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-from rich.table import Table
 
+from halitool.choices import CLASS_WEIGHTS, DEFAULT_C_GRID, PROBE_METRICS as METRICS, PROBE_SOLVERS as SOLVERS
 from halitool.commands.common import app, count_option, device_option, force_option, output_options, seed_option
-from halitool.probe import CLASS_WEIGHTS, DEFAULT_C_GRID, METRICS, SOLVERS
-from halitool.probe_features import CELEBA_ATTRIBUTES, CELEBA_PUBLISHED, probe_attributes
 from halitool.commands.report import emit
+
+if TYPE_CHECKING:  # rich.table loads when a table is drawn, not with the CLI
+    from rich.table import Table
 
 
 # presentation -------------------------------------------------------------------------------------------
@@ -21,6 +23,8 @@ def _pct(value) -> str:
 
 def results_table(result: dict) -> Table:
     """Attributes down, levels and baselines across: test accuracy / balanced accuracy in percent."""
+    from rich.table import Table
+
     sources = [(name, r) for name, r in result["levels"].items()] + [
         (f"{name}*", r) for name, r in result["baselines"].items()]
     table = Table(title=f"linear probes on {result['features']} (test accuracy/balanced accuracy, %; "
@@ -43,6 +47,10 @@ def results_table(result: dict) -> Table:
 
 
 def published_table() -> Table:
+    from rich.table import Table
+
+    from halitool.probe_features import CELEBA_PUBLISHED
+
     table = Table(title="CelebA, published means over the 40 attributes (as quoted in the literature; unverified)",
                   title_justify="left")
     for column in ("method", "metric", "mean %"):
@@ -108,6 +116,7 @@ def probe_attributes_command(features, levels, attributes, c_grid, metric, class
       halitool probe-attributes celeba64.h5 --memory-budget 16GB --project 2048 -o probes.json
     """
     from halitool.fileio import check_output_path
+    from halitool.probe_features import CELEBA_ATTRIBUTES, probe_attributes  # numpy, h5py, torch: not at start-up
     from halitool.probe_streamed import parse_size
 
     ctx = app()

@@ -11,12 +11,12 @@ import json
 import math
 import sys
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from rich.console import Console
-from rich.table import Table
 
-from halitool.fileio import atomic_write_bytes
+if TYPE_CHECKING:  # rich.table loads when a table is drawn, not with the CLI
+    from rich.table import Table
 
 SCHEMA_VERSION = 1
 FORMATS = ("table", "json", "csv")
@@ -94,6 +94,8 @@ def emit(
         sys.stdout.write(text)
         sys.stdout.flush()
     else:
+        from halitool.fileio import atomic_write_bytes  # (hashlib, tempfile) only when a file is written
+
         atomic_write_bytes(Path(output), text.encode(), force=force)
 
 
@@ -111,6 +113,8 @@ def _flat(result: dict, prefix: str = "") -> dict:
 
 
 def key_value_table(title: str, rows: Iterable[tuple[str, Any]]) -> Table:
+    from rich.table import Table
+
     table = Table(title=title, show_header=False, title_justify="left")
     table.add_column("key", style="bold")
     table.add_column("value")

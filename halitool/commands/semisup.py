@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-from rich.table import Table
 
 from halitool.commands.common import app, count_option, device_option, force_option, output_options, seed_option
 from halitool.fileio import check_output_path
 from halitool.commands.report import emit
+
+if TYPE_CHECKING:  # rich.table loads when a table is drawn, not with the CLI
+    from rich.table import Table
 
 # MNIST, 100 labels, test error % as each original paper reports it.
 PUBLISHED = (
@@ -34,6 +37,8 @@ def _per_protocol(result: dict) -> dict[str, dict]:
 
 def results_table(result: dict) -> Table:
     """Per-seed errors (one column per protocol), mean +- std, then the published MNIST-100 results."""
+    from rich.table import Table
+
     entries = _per_protocol(result)
     table = Table(title=f"semi-supervised, {result['labels']} labels, features {result['features']}: "
                         "test error %", title_justify="left")

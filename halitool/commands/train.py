@@ -9,8 +9,7 @@ import click
 
 from halitool.choices import KEEP
 from halitool.commands.common import app, count_option, device_option, force_option, precision_option, seed_option
-from halitool.models import ARCHITECTURES
-from halitool.models.config import OBJECTIVES
+from halitool.models.config import ARCHITECTURES, OBJECTIVES  # no torch: the model itself loads in train()
 from halitool.runtime import command_line
 
 

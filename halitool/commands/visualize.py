@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
-from rich.table import Table
 
 from halitool.commands.common import (
     app,
@@ -16,6 +17,9 @@ from halitool.commands.common import (
     summary_format_option,
 )
 from halitool.commands.report import default_format, emit
+
+if TYPE_CHECKING:  # rich.table loads when a table is drawn, not with the CLI
+    from rich.table import Table
 
 _format_option = summary_format_option("json on stdout, or the grid's path on stdout and a table on stderr "
                                        "[default: table on a terminal, else json].")
@@ -36,6 +40,8 @@ def _pct(value) -> str:
 
 
 def _reconstruct_table(result: dict) -> Table:
+    from rich.table import Table
+
     table = Table(title=f"fidelity on {result['n_images']:,} {result['split']} images of {result['data']}",
                   title_justify="left")
     for name, justify in (("level", "left"), ("pixel MSE", "right"), ("class kept", "right"),
@@ -48,6 +54,8 @@ def _reconstruct_table(result: dict) -> Table:
 
 
 def _grid_table(result: dict) -> Table:
+    from rich.table import Table
+
     table = Table(show_header=False, title=f"grid {result['output']}", title_justify="left")
     table.add_column("key", style="bold")
     table.add_column("value")

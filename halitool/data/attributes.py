@@ -9,7 +9,6 @@ Definitions, with the reasoning behind each, are in docs/attributes.md; keep the
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from halitool.data.base import SPLITS
 
@@ -34,6 +33,8 @@ def _bbox_extent(hit: np.ndarray) -> np.ndarray:
 
 
 def _measure_chunk(images: np.ndarray) -> dict[str, np.ndarray]:
+    import torch  # here, not at the top: registering the mnist: reader must not cost torch's import
+
     pixels = torch.from_numpy(np.ascontiguousarray(images))
     n, height, width = pixels.shape
     x = pixels.float().div_(255.0)  # [n, H, W] ink in [0, 1]

@@ -9,12 +9,9 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from halitool.choices import SPLIT_CHOICES, SPLIT_NAMES, SPLITS  # noqa: F401  (re-exported)
 from halitool.settings import data_home
 from halitool.errors import BadInputError, UsageError
-
-SPLITS = {"train": 0, "valid": 1, "test": 2}
-SPLIT_NAMES = {v: k for k, v in SPLITS.items()}
-SPLIT_CHOICES = ("all", *SPLITS)  # what a command may select: one split, or every row
 
 ImageLoader = Callable[[np.ndarray], np.ndarray]
 

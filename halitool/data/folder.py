@@ -10,14 +10,13 @@ import csv
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from halitool.data.base import SPLITS, Dataset, register_reader
 from halitool.errors import BadInputError, UsageError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 # Lanczos keeps the most detail when shrinking a face crop to 64 px; its cost is small beside JPEG decoding.
-RESAMPLE = Image.Resampling.LANCZOS
+# (Pillow is imported where images are opened, not when the readers register.)
 RESAMPLE_NAME = "lanczos"
 GREY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
 ATTRIBUTES_CSV = "attributes.csv"
@@ -34,6 +33,8 @@ def decode_image(path: Path | str, mode: str, crop: int | None, size: int) -> np
     """``path`` as uint8 ``[C, size, size]``: converted to ``mode``, centre-cropped to a ``crop`` x ``crop``
     square (``None``: the largest centred square), resized with Lanczos.
     """
+    from PIL import Image, UnidentifiedImageError
+
     try:
         with Image.open(path) as image:
             image = image.convert(mode)
@@ -48,7 +49,7 @@ def decode_image(path: Path | str, mode: str, crop: int | None, size: int) -> np
     left, top = (width - side) // 2, (height - side) // 2
     image = image.crop((left, top, left + side, top + side))
     if side != size:
-        image = image.resize((size, size), RESAMPLE)
+        image = image.resize((size, size), Image.Resampling.LANCZOS)
     array = np.asarray(image, dtype=np.uint8)
     return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
 
@@ -68,6 +69,8 @@ def image_loader(paths: list[Path] | list[str], mode: str, crop: int | None, siz
 
 def _header(path: Path) -> tuple[str, tuple[int, int]]:
     """Mode and size from the image header (no pixel decoding)."""
+    from PIL import Image, UnidentifiedImageError
+
     try:
         with Image.open(path) as image:
             return image.mode, image.size

@@ -9,7 +9,24 @@ any checkpoint):
 """
 
 from halitool.models.config import ARCHITECTURES, Architecture, ModelConfig, get_architecture
-from halitool.models.hali import HALI, build_model, discriminator_loss, generator_loss, images_to_input
+
+# The model itself needs torch (over a second to import): halitool.models.hali loads on the first use of one of
+# these names, so that the CLI can read the architectures and objectives (halitool.models.config) at start-up.
+_HALI_NAMES = ("HALI", "build_model", "discriminator_loss", "generator_loss", "images_to_input")
+
+
+def __getattr__(name: str):
+    if name in _HALI_NAMES:
+        from halitool.models import hali
+
+        globals().update({n: getattr(hali, n) for n in _HALI_NAMES})  # bound once, as an eager import binds them
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_HALI_NAMES})
+
 
 __all__ = [
     "ARCHITECTURES", "Architecture", "HALI", "ModelConfig", "build_model", "discriminator_loss",
