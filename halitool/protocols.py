@@ -96,8 +96,9 @@ class LinearModel(NamedTuple):
 def fit_logistic(x: np.ndarray, y: np.ndarray, C: float, solver: str = "torch") -> LinearModel:
     """L2 multinomial logistic regression (intercept unpenalised) fitted in the row space of x.
 
-    ``solver="torch"``: :func:`fit_logistic_grid`; ``"sklearn"``: scikit-learn's lbfgs on ``x @ row_space(x)``
-    (the reference implementation, kept for tests and benchmarks).
+    ``solver="torch"``: :func:`fit_logistic_grid` (the optimum of scikit-learn's objective); ``"sklearn"``:
+    scikit-learn's lbfgs (tol 1e-4) on ``x @ row_space(x)``, the reference implementation kept for tests and
+    benchmarks.
     """
     _check_solver(solver)
     if solver == "torch":
@@ -199,20 +200,21 @@ def choose_c_cv_seeds(xs: Sequence[np.ndarray], ys: Sequence[np.ndarray], seeds:
 
 
 # ------------------------------------------------------------------------------- batched logistic solver
-# Stopping: a problem is done after a Newton step that moves no coefficient by more than XTOL x its largest one
-# (each step solves the Newton system to CG_FORCING, so about CG_FORCING x XTOL is left: measured 2e-6 relative on
-# hali-mnist's cross-validation fits, docs/semisup.md), or when every gradient entry of the mean objective
-# (scikit-learn's scaling) is below GTOL. scikit-learn's lbfgs stops at 1e-4 on that gradient, which leaves
-# large-C fits visibly short of their optimum (coefficients off by up to ~80 %, docs/semisup.md).
+# Every (group of rows, C) problem is solved by one inexact Newton method, all problems at once in torch (float64).
+# A problem stops after a Newton step that moves no coefficient by more than XTOL x the largest one: the step
+# solved the Newton system to CG_FORCING, so about CG_FORCING x XTOL (1e-5) of the largest coefficient is left
+# (measured against scikit-learn's tight optimum: docs/semisup.md), or when every gradient entry of the mean
+# objective is below GTOL. scikit-learn's lbfgs stops at 1e-4 on that gradient, which leaves large-C fits short
+# of their optimum (at C = 1e3 weights about 20 % off, probabilities up to 0.08: docs/semisup.md).
 XTOL = 1e-4
 GTOL = 1e-9
 NEWTON_MAX_ITER = 100
-CG_FORCING = 0.1  # each Newton direction solves H d = -g to 10 % of |g| (finer or adaptive forcing cost more)
+CG_FORCING = 0.1  # each Newton direction solves H d = -g to 10 % (finer or adaptive forcing cost more work)
 CG_MAX_ITER = 250
 ARMIJO = 1e-4
 MAX_BACKTRACKS = 30
-COMPACT = 0.75
-GROUPS_PER_BATCH = 5  # groups solved together: [5, 80, 10, 15] float64 tensors stay in a core's cache
+COMPACT = 0.75  # the conjugate gradients drop finished columns once a quarter of the batch's columns are done
+PROBLEMS_PER_BATCH = 75  # problems per batched solve: 5 folds x 15 C, [5, 80, 10, 15] float64 tensors
 
 
 class LogisticFits(NamedTuple):
@@ -430,10 +432,11 @@ def fit_logistic_grid(xs: Sequence[np.ndarray], ys: Sequence[np.ndarray], grid: 
 
     ``grid`` is one sequence of m C values for every group, or an array ``[groups, m]`` (a row per group). Each
     group is fitted in the span of its centred rows (as in :func:`row_space`: the optimal weights lie there, so
-    a fit has at most n_g columns) by an inexact Newton method (:func:`_newton_cg`) to the gradient test
-    :data:`GTOL`. ``classes`` is the union of the labels; a group without some class never predicts it (score
-    -inf), as scikit-learn fitted on that group alone. With two classes in a group the result is scikit-learn's
-    binary logistic regression (the symmetric two-class model at C / 2 gives the same scores).
+    a fit has at most n_g columns; the intercept absorbs the centring) by an inexact Newton method
+    (:func:`_newton_cg`, stopping rules :data:`XTOL`, :data:`GTOL`). ``classes`` is the union of the labels; a
+    group without some class never predicts it (score -inf), as scikit-learn fitted on that group alone. With
+    two classes in a group the result is scikit-learn's binary logistic regression (the symmetric two-class model
+    at C / 2 has the same scores). The intercepts are defined up to a common shift; here they sum to 0.
     """
     ys = [np.asarray(y) for y in ys]
     if len(xs) != len(ys) or not len(xs):
@@ -466,14 +469,13 @@ def fit_logistic_grid(xs: Sequence[np.ndarray], ys: Sequence[np.ndarray], grid: 
 
 
 def _fit_groups(xs, ys, classes, grid, gtol, xtol, max_iter):
-    """:func:`fit_logistic_grid` for groups that all hold exactly ``classes``, :data:`GROUPS_PER_BATCH` groups per
-    batched solve: (coef, intercept, n_iter, converged) as numpy arrays."""
-    import torch
-
+    """:func:`fit_logistic_grid` for groups that all hold exactly ``classes``, about :data:`PROBLEMS_PER_BATCH`
+    problems per batched solve: (coef, intercept, n_iter, converged) as numpy arrays."""
     parts = []
+    per_batch = max(1, PROBLEMS_PER_BATCH // grid.shape[1])
     with _torch_threads(1):
-        for start in range(0, len(xs), GROUPS_PER_BATCH):
-            rows = slice(start, start + GROUPS_PER_BATCH)
+        for start in range(0, len(xs), per_batch):
+            rows = slice(start, start + per_batch)
             parts.append(_fit_batch(xs[rows], ys[rows], classes, grid[rows], gtol, xtol, max_iter))
     return tuple(np.concatenate(arrays) for arrays in zip(*parts))
 
@@ -530,8 +532,16 @@ def _fit_each(xs, ys, Cs, solver: str) -> list[LinearModel]:
 
 
 def _predict_each(models: Sequence[LinearModel], x: np.ndarray) -> list[np.ndarray]:
-    x = np.asarray(x, dtype=np.float64)  # once for every model
-    return [model.predict(x) for model in models]
+    """Every model's predictions on the rows ``x``: one matrix product for all (a pass over ``x`` per model
+    costs more than the products when ``x`` is 10,000 x 848)."""
+    x = np.asarray(x, dtype=np.float64)
+    if len({len(model.classes) for model in models}) > 1:
+        return [model.predict(x) for model in models]
+    K = len(models[0].classes)
+    scores = (x @ np.concatenate([model.coef for model in models]).T).reshape(len(x), len(models), K)
+    scores += np.stack([model.intercept for model in models])
+    winners = scores.argmax(axis=2)
+    return [model.classes[winners[:, i]] for i, model in enumerate(models)]
 
 
 def run_linear(features_train, labels_train, labelled_idx, features_test, seed, *, prepared=None, grid=C_GRID,
@@ -582,7 +592,7 @@ def run_linear_heldout_seeds(features_train, labels_train, labelled_idx, feature
                     for g in range(len(xs))]
     best = []
     for models, yv in zip(per_draw, yvs):
-        accuracy = [float((model.predict(xv) == yv).mean()) for model in models]
+        accuracy = [float((pred == yv).mean()) for pred in _predict_each(models, xv)]
         j = int(np.argmax(accuracy))  # the first best: the smaller C on ties
         best.append((models[j], {"C": float(grid[j]), "heldout": int(len(heldout_idx)),
                                  "heldout_accuracy": accuracy[j]}))

@@ -298,7 +298,7 @@ def hard_features(seed=0, n_train=1200, n_test=600, dim=120):
 @pytest.mark.parametrize("protocol", ["linear", "linear-heldout"])
 def test_linear_protocols_match_the_exact_sklearn_reference(protocol, exact_reference):
     x, y, xt, yt = hard_features()
-    kwargs = dict(n_labels=50, protocol=protocol, seeds=3)
+    kwargs = {"n_labels": 50, "protocol": protocol, "seeds": 3}
     ours = protocols.evaluate(x, y, xt, yt, **kwargs)
     ref = protocols.evaluate(x, y, xt, yt, **kwargs, options={protocol: {"solver": "sklearn"}})
     assert 20 < ours["error_mean"] < 90  # a problem where C matters, not a trivial one
@@ -310,7 +310,7 @@ def test_linear_protocols_match_the_exact_sklearn_reference(protocol, exact_refe
 
 
 def test_seeds_batched_equal_seeds_one_by_one():
-    x, y, xt, yt = hard_features(1)
+    x, y, xt, _ = hard_features(1)
     prepared = protocols.prepare_standardised(x, xt)
     draws_ = [draws.labelled_draw(y, 30, s) for s in (3, 4)]
     visible = []
