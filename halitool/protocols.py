@@ -84,7 +84,7 @@ class LinearModel(NamedTuple):
     classes: np.ndarray
 
     def decision_function(self, x):
-        return np.asarray(x, dtype=np.float64) @ self.coef.T + self.intercept
+        return _scores(x, self.coef, self.intercept)
 
     def predict(self, x):
         return self.classes[self.decision_function(x).argmax(axis=1)]
@@ -231,16 +231,26 @@ class LogisticFits(NamedTuple):
 
     def decision_function(self, g: int, x: np.ndarray) -> np.ndarray:
         """Scores ``[len(grid), rows, classes]`` of group ``g``'s models on rows ``x``."""
-        x = np.asarray(x, dtype=np.float64)
         m, K, D = self.coef[g].shape
-        return (x @ self.coef[g].reshape(m * K, D).T).reshape(len(x), m, K).transpose(1, 0, 2) \
-            + self.intercept[g][:, None, :]
+        scores = _scores(x, self.coef[g].reshape(m * K, D), self.intercept[g].reshape(m * K))
+        return scores.reshape(len(scores), m, K).transpose(1, 0, 2)
 
     def predict(self, g: int, x: np.ndarray) -> np.ndarray:
         return self.classes[self.decision_function(g, x).argmax(axis=-1)]
 
     def predict_proba(self, g: int, x: np.ndarray) -> np.ndarray:
         return _softmax(self.decision_function(g, x))
+
+
+def _scores(x: np.ndarray, coef: np.ndarray, intercept: np.ndarray) -> np.ndarray:
+    """``x @ coef.T + intercept`` in float64, with torch on one thread: numpy's threaded BLAS took 17 ms for a
+    20 x 848 x 150 product on the loaded 2-core machine (docs/benchmarks.md)."""
+    import torch
+
+    with _torch_threads(1):
+        x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64))
+        return torch.addmm(torch.from_numpy(np.asarray(intercept, dtype=np.float64)), x,
+                           torch.from_numpy(np.asarray(coef, dtype=np.float64)).T).numpy()
 
 
 def _softmax(scores: np.ndarray) -> np.ndarray:
@@ -534,13 +544,12 @@ def _fit_each(xs, ys, Cs, solver: str) -> list[LinearModel]:
 def _predict_each(models: Sequence[LinearModel], x: np.ndarray) -> list[np.ndarray]:
     """Every model's predictions on the rows ``x``: one matrix product for all (a pass over ``x`` per model
     costs more than the products when ``x`` is 10,000 x 848)."""
-    x = np.asarray(x, dtype=np.float64)
     if len({len(model.classes) for model in models}) > 1:
         return [model.predict(x) for model in models]
     K = len(models[0].classes)
-    scores = (x @ np.concatenate([model.coef for model in models]).T).reshape(len(x), len(models), K)
-    scores += np.stack([model.intercept for model in models])
-    winners = scores.argmax(axis=2)
+    scores = _scores(x, np.concatenate([model.coef for model in models]),
+                     np.concatenate([model.intercept for model in models]))
+    winners = scores.reshape(len(scores), len(models), K).argmax(axis=2)
     return [model.classes[winners[:, i]] for i, model in enumerate(models)]
 
 
