@@ -19,11 +19,26 @@ class Standardizer:
     scale: np.ndarray
 
     @classmethod
-    def fit(cls, X: np.ndarray) -> "Standardizer":
-        X = np.asarray(X, dtype=np.float64)
-        mean = X.mean(axis=0)
-        std = X.std(axis=0)
+    def fit(cls, X: np.ndarray, block: int = 8192) -> "Standardizer":
+        """Column means and standard deviations, accumulated in float64 a block of rows at a time (two passes:
+        the mean, then the squared deviations from it), so that a float32 X is never copied whole to float64."""
+        X = np.asarray(X)
+        n = max(len(X), 1)
+        total = np.zeros(X.shape[1])
+        for start in range(0, len(X), block):
+            total += X[start: start + block].sum(axis=0, dtype=np.float64)
+        mean = total / n
+        squares = np.zeros(X.shape[1])
+        for start in range(0, len(X), block):
+            d = X[start: start + block].astype(np.float64) - mean
+            squares += np.einsum("ij,ij->j", d, d)
+        std = np.sqrt(squares / n)
         return cls(mean, np.where(std >= CONSTANT_STD, std, 1.0))
 
-    def __call__(self, X: np.ndarray, dtype=np.float32) -> np.ndarray:
-        return ((np.asarray(X, dtype=np.float64) - self.mean) / self.scale).astype(dtype, copy=False)
+    def __call__(self, X: np.ndarray, dtype=np.float32, block: int = 8192) -> np.ndarray:
+        """``(X - mean) / scale`` computed in float64 a block of rows at a time, returned as ``dtype``."""
+        X = np.asarray(X)
+        out = np.empty(X.shape, dtype=dtype)
+        for start in range(0, len(X), block):
+            out[start: start + block] = (X[start: start + block].astype(np.float64) - self.mean) / self.scale
+        return out
