@@ -278,7 +278,7 @@ def _transposed_product(Z, R):
     return (R.T @ Z).T
 
 
-def _squared_transposed_product(Z, R, rows: int = 8192):
+def _squared_transposed_product(Z, R, rows: int = 2048):
     """``(Z * Z).T @ R`` a block of rows at a time: the preconditioner's product without a second n x D copy."""
     out = None
     for start in range(0, Z.shape[0], rows):

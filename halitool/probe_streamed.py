@@ -39,8 +39,9 @@ from halitool.probe import (
 )
 from halitool.standardize import CONSTANT_STD, Standardizer
 
-CHUNK_BYTES = 8 << 20  # one chunk of raw rows read at a time (all levels of the set together): its float64
-# temporaries are several times larger, and a smaller chunk only costs more (cheap) reads
+CHUNK_BYTES = 2 << 20  # one chunk of raw rows read at a time (all levels of the set together): its float64
+# temporaries are several times larger, the allocator keeps freed chunks of this size around, and a smaller
+# chunk only costs more (cheap) reads
 
 
 # ------------------------------------------------------------------------------------------ memory model
@@ -60,7 +61,7 @@ def streamed_peak(n_train: int, n_score: int, dim: int, raw_dim: int, n_attribut
     temporaries (about 40 n A); the scores of the selection rows (4 n_score K A); and ``projected_bytes``, the
     projections of every row of the projected levels (4 N width each)."""
     rows = min(n_train, chunk_rows(raw_dim))
-    chunk = 4 * rows * raw_dim + 24 * rows * dim  # the raw rows, their float64 copy and shifted copy, a product
+    chunk = 8 * rows * raw_dim + 16 * rows * dim  # the raw rows (and a slab read), their float64 copy, a product
     return (projected_bytes + 4 * n_train * dim + 36 * dim * dim + chunk + 4 * n_c * n_attributes * dim
             + 8 * memory * n_attributes * dim + 40 * n_train * n_attributes + 4 * n_score * n_c * n_attributes)
 
@@ -193,13 +194,13 @@ class _MomentSums:
         self.cross = np.zeros((dim, dim)) if gram else None
 
     def add(self, x: np.ndarray) -> None:
-        x = np.asarray(x, dtype=np.float64)
+        d = np.array(x, dtype=np.float64)  # one float64 copy of the chunk, shifted in place
         if self.shift is None:
-            self.shift = x.mean(axis=0) if len(x) else np.zeros(x.shape[1])
-        d = x - self.shift
+            self.shift = d.mean(axis=0) if len(d) else np.zeros(d.shape[1])
+        d -= self.shift
         self.n += len(d)
         self.total += d.sum(axis=0)
-        self.squares += (d * d).sum(axis=0)
+        self.squares += np.einsum("ij,ij->j", d, d)
         if self.cross is not None:
             self.cross += d.T @ d
 
