@@ -6,11 +6,14 @@ slice is :mod:`halitool.validation`'s; the weight average is :mod:`halitool.aver
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import json
 import math
 import os
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -106,6 +109,19 @@ def _init_from(model: HALI, checkpoint: str) -> dict:
     model.load_state_dict({**mine, **{k: v.to(mine[k]) for k, v in same.items()}})
     return {"checkpoint": str(source.path), "sha256": source.sha256, "tensors_copied": len(same),
             "tensors_fresh": len(mine) - len(same)}
+
+
+@contextlib.contextmanager
+def _interrupts_deferred():
+    """SIGINT blocked for the block's duration (main thread, POSIX); one that arrived is delivered at its end."""
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def _options_json(opts: TrainOptions) -> dict:
@@ -413,7 +429,10 @@ class _Run:
                    self.best, self.averaged)
         self.last_good = step
         try:
-            self.curves["path"] = str(plots.training_curves(out / METRICS_FILE, out / CURVES_FILE, LOSS_NAMES))
+            # Ctrl-C is held back while the figure is drawn: an interrupt inside matplotlib's first import left it
+            # half-imported (exit 1 with an AttributeError instead of 130); it is delivered right after.
+            with _interrupts_deferred():
+                self.curves["path"] = str(plots.training_curves(out / METRICS_FILE, out / CURVES_FILE, LOSS_NAMES))
         except plots.MatplotlibMissing as exc:  # a by-product: a run never fails for want of a figure
             self.curves["note"] = f"{CURVES_FILE} not drawn: {exc}"
 
