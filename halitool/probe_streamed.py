@@ -118,12 +118,14 @@ class Projection:
     standardize: Standardizer
     matrix: np.ndarray  # [D, width] float32
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
+    def __post_init__(self) -> None:
         # float32 arithmetic: a chunk of a 16,384-wide level is large, and the projection's own noise is far
         # above float32 rounding.
-        mean = self.standardize.mean.astype(np.float32)
-        scale = self.standardize.scale.astype(np.float32)
-        return ((np.asarray(x, dtype=np.float32) - mean) / scale) @ self.matrix
+        self._mean = self.standardize.mean.astype(np.float32)
+        self._scale = self.standardize.scale.astype(np.float32)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return ((np.asarray(x, dtype=np.float32) - self._mean) / self._scale) @ self.matrix
 
     def describe(self) -> dict:
         return {"kind": "gaussian random projection of the standardised level", "from": int(self.matrix.shape[0]),
@@ -136,10 +138,9 @@ class FeatureSetReader:
 
     def __init__(self, ff: FeaturesFile, feature_set: Sequence[str], projected: dict[str, np.ndarray]):
         self.ff, self.levels, self.projected = ff, tuple(feature_set), projected
-        self.raw_dim = sum(projected[name].shape[1] if name in projected else ff.level_dim(name)
-                           for name in self.levels)
-        self.dim = self.raw_dim
-        self.chunk_rows = chunk_rows(self.raw_dim)
+        self.dim = sum(projected[name].shape[1] if name in projected else ff.level_dim(name)
+                       for name in self.levels)
+        self.chunk_rows = chunk_rows(self.dim)
 
     def read(self, rows: np.ndarray) -> np.ndarray:
         """float32 [len(rows), dim] of sorted ``rows``; NaN or inf is bad input."""
@@ -175,11 +176,11 @@ def project_level(ff: FeaturesFile, projection: Projection) -> np.ndarray:
 def fit_projection(ff: FeaturesFile, level: str, train: np.ndarray, width: int, seed: int) -> Projection:
     """The projection of ``level`` to ``width`` columns, standardised on the ``train`` rows (one pass over them)."""
     reader = FeatureSetReader(ff, (level,), {})
-    stats = _MomentSums(reader.raw_dim)
+    stats = _MomentSums(reader.dim)
     for _, x in reader.chunks(train):
         stats.add(x)
-    rng = np.random.default_rng([seed, reader.raw_dim, width])
-    matrix = (rng.standard_normal((reader.raw_dim, width), dtype=np.float32) / np.float32(math.sqrt(width)))
+    rng = np.random.default_rng([seed, reader.dim, width])
+    matrix = (rng.standard_normal((reader.dim, width), dtype=np.float32) / np.float32(math.sqrt(width)))
     return Projection(level, seed, stats.standardizer(), matrix)
 
 
