@@ -31,7 +31,7 @@ from halitool.distributed import ProcessGroup, process_group
 from halitool.errors import BadInputError, HalitoolError, UsageError
 from halitool.grids import save_grid
 from halitool.models import HALI, ModelConfig, build_model, images_to_input
-from halitool.models.config import ARCHITECTURES, PAPER_OBJECTIVE, RECOMMENDED_OBJECTIVE, SEMI_SUPERVISED_OBJECTIVE
+from halitool.models.config import MAX_LEVELS, PAPER_OBJECTIVE, RECOMMENDED_OBJECTIVE, SEMI_SUPERVISED_OBJECTIVE
 from halitool.models.hali import collapse_tensors
 from halitool.progress import SILENT, Progress
 from halitool.runtime import hardware, resolve_device
@@ -48,7 +48,7 @@ from halitool.training_state import (
 from halitool.validation import evaluate, validation_criterion, validation_split
 
 # Options that define a run: a resumed run must use the same values.
-RUN_DEFINING = ("data", "arch", "n_levels", "batch_size", "lr", "lr_d", "beta1", "beta2", "seed", "precision",
+RUN_DEFINING = ("data", "arch", "n_levels", "z_dims", "batch_size", "lr", "lr_d", "beta1", "beta2", "seed", "precision",
                 "objective", "val_size", "keep", "labels", "label_seed", "ema")
 DEFAULT_LR = 3e-4
 SEMI_SUPERVISED_LR = 1e-3  # the semi-supervised recipe's learning rate and weight average (docs/semisup.md)
@@ -61,6 +61,7 @@ class TrainOptions:
     out: Path
     arch: str = "mnist"
     n_levels: int = 2
+    z_dims: tuple[int, ...] | None = None  # widths of z2 .. z_L; None: the architecture's rule (default_z_dims)
     epochs: float | None = None  # None and steps None: one epoch
     steps: int | None = None  # total steps of the run (resumed runs count from the start)
     batch_size: int = 100
@@ -125,7 +126,8 @@ def _interrupts_deferred():
 
 
 def _options_json(opts: TrainOptions) -> dict:
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(opts).items()}
+    return {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v)
+            for k, v in dataclasses.asdict(opts).items()}
 
 
 # ------------------------------------------------------------------------------------------------- grids
@@ -187,9 +189,11 @@ def check_options(opts: TrainOptions) -> None:
         raise UsageError(f"--keep {opts.keep} selects by the validation slice: it needs --val-size above 0")
     if opts.labels is not None and opts.labels < 1:
         raise UsageError(f"--labels must be at least 1, not {opts.labels}")
-    if opts.arch in ARCHITECTURES and not 1 <= opts.n_levels <= ARCHITECTURES[opts.arch].max_levels:
-        raise UsageError(f"--n-levels: architecture {opts.arch!r} has 1 to {ARCHITECTURES[opts.arch].max_levels} "
-                         f"levels, not {opts.n_levels}")
+    if not 1 <= opts.n_levels <= MAX_LEVELS:
+        raise UsageError(f"--n-levels must be 1 to {MAX_LEVELS}, not {opts.n_levels}")
+    if opts.z_dims is not None and len(opts.z_dims) != opts.n_levels - 1:
+        raise UsageError(f"--z-dims gives {len(opts.z_dims)} widths; --n-levels {opts.n_levels} needs "
+                         f"{opts.n_levels - 1} (z2 .. z{opts.n_levels})")
 
 
 def train(opts: TrainOptions, progress: Progress = SILENT) -> dict:
@@ -241,7 +245,7 @@ class _Run:
             raise UsageError(f"--keep {opts.keep} needs a validation slice; {opts.data} has only {len(all_train)} "
                              "training images (give --val-size)")
         self.labelled = _labelled_draw(ds, all_train, self.val_idx, opts) if opts.labels is not None else None
-        self.config = ModelConfig(arch=opts.arch, n_levels=opts.n_levels,
+        self.config = ModelConfig(arch=opts.arch, n_levels=opts.n_levels, z_dims=opts.z_dims,
                                   n_classes=len(self.labelled.class_values) if self.labelled else 0,
                                   **opts.model_objective)
         if tuple(ds.image_shape) != tuple(self.config.architecture.image_shape):

@@ -11,7 +11,7 @@ from halitool.errors import BadInputError
 from halitool.models import ARCHITECTURES, HALI, ModelConfig, build_model, discriminator_loss, generator_loss
 from halitool.models.hali import reparameterise
 
-CASES = [(arch, levels) for arch in sorted(ARCHITECTURES) for levels in range(1, ARCHITECTURES[arch].max_levels + 1)]
+CASES = [(arch, levels) for arch in sorted(ARCHITECTURES) for levels in range(1, len(ARCHITECTURES[arch].z_dims) + 2)]
 
 
 @pytest.mark.parametrize("arch, levels", CASES)
@@ -122,10 +122,52 @@ def test_config_round_trips_and_rejects_unknown_keys_and_bad_values():
         ModelConfig.from_dict({**config.to_dict(), "colour": 1})
     with pytest.raises(BadInputError, match="unknown architecture"):
         ModelConfig(arch="resnet")
-    with pytest.raises(BadInputError, match="1 to 3 levels"):
-        ModelConfig(arch="tiny", n_levels=4)
+    with pytest.raises(BadInputError, match="1 to 16 levels"):
+        ModelConfig(arch="tiny", n_levels=17)
+    with pytest.raises(BadInputError, match="z_dims must be 2 positive integers"):
+        ModelConfig(arch="tiny", n_levels=3, z_dims=(8,))
+    with pytest.raises(BadInputError, match="z_dims"):
+        ModelConfig(arch="tiny", n_levels=2, z_dims=(0,))
     with pytest.raises(BadInputError):
         ModelConfig(arch="tiny", recon_weight=-1)
+
+
+def test_level_widths_follow_the_rule_unless_given_and_a_checkpoint_config_records_them():
+    from halitool.models.config import default_z_dims
+
+    mnist = ARCHITECTURES["mnist"]
+    assert default_z_dims(mnist, 1) == ()
+    assert default_z_dims(mnist, 3) == mnist.z_dims == (64, 32)
+    assert default_z_dims(mnist, 6) == (64, 32, 16, 8, 8)  # halved, floored at 8
+    assert default_z_dims(ARCHITECTURES["tiny-mlp"], 5) == (4, 4, 4, 4)  # never wider than the last listed
+    config = ModelConfig(arch="tiny", n_levels=4)
+    assert config.z_dims == (8, 4, 4) and config.to_dict()["z_dims"] == (8, 4, 4)
+    given = ModelConfig(arch="tiny", n_levels=3, z_dims=[5, 3])  # a JSON list
+    assert given.z_dims == (5, 3) and ModelConfig.from_dict(given.to_dict()) == given
+    # A config of a checkpoint written before the widths were recorded rebuilds the architecture's widths.
+    old = {k: v for k, v in ModelConfig(arch="tiny", n_levels=3).to_dict().items() if k != "z_dims"}
+    assert ModelConfig.from_dict(old).z_dims == (8, 4)
+
+
+@pytest.mark.parametrize("arch", ["tiny", "tiny-mlp"])
+def test_a_twelve_level_hierarchy_encodes_decodes_and_trains(arch):
+    torch.manual_seed(0)
+    widths = tuple(range(12, 1, -1))  # z2 .. z12: 12, 11, ..., 2
+    model = build_model(ModelConfig(arch=arch, n_levels=12, z_dims=widths, recon_weight=1.0, recon2_weight=1.0,
+                                    cycle_weight=1.0, unary_scores=True))
+    assert model.level_names == [f"z{i}" for i in range(1, 13)]
+    assert [model.level_shapes[f"z{i}"] for i in range(2, 13)] == [(d,) for d in widths]
+    x = torch.rand(4, *model.image_shape)
+    out = model.losses(x)
+    (out["d_loss"] + out["g_loss"]).backward()
+    assert all(p.grad is not None for p in model.encoders[-1].parameters())  # the top level is in the game
+    model.eval()
+    with torch.no_grad():
+        zs = model.encode(x)
+        for level in model.level_names:
+            assert model.reconstruct(x, level).shape == x.shape
+        assert model.sample(3).shape == (3, *model.image_shape)
+        assert model.discriminate(x, zs).shape == (4,)
 
 
 @pytest.mark.parametrize("levels", [2, 3])

@@ -17,7 +17,10 @@ from halitool.runtime import command_line
 @click.option("--data", "data", required=True, metavar="SPEC", help="Data set (mnist[:DIR], celeba:DIR, folder:DIR); its train split is used.")
 @click.option("--arch", type=click.Choice(sorted(ARCHITECTURES)), default="mnist", help="Architecture.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Run folder.")
-@count_option(("--n-levels", "--levels", "n_levels"), 2, "Number of latent levels (1 = ALI).")
+@count_option(("--n-levels", "--levels", "n_levels"), 2, "Number of latent levels (1 = ALI; up to 16).")
+@click.option("--z-dims", "z_dims", metavar="W2,W3,...", default=None, callback=lambda ctx, param, value: _widths(value),
+              help="Widths of the vector levels z2 .. zL, one per level above z1 [default: the architecture's, "
+                   "then each level half the one below, not under 8].")
 @click.option("--epochs", type=float, default=None, help="Train this many epochs in all [default: 1 unless --steps].")
 @count_option("--steps", None, "Train this many steps in all (counted from the run's start).")
 @count_option("--batch-size", 100, "Images per step (the global batch under torchrun).")
@@ -120,6 +123,19 @@ def train_command(**kwargs):
         return
     console.print(f"trained {summary['steps']} steps in {summary['seconds']:.1f} s; checkpoint {summary['output']}")
     click.echo(summary["output"])
+
+
+def _widths(value: str | None) -> tuple[int, ...] | None:
+    """``--z-dims 64,32,16`` as (64, 32, 16); a usage error unless every width is a positive integer."""
+    if value is None:
+        return None
+    try:
+        widths = tuple(int(part) for part in value.split(","))
+    except ValueError:
+        widths = ()
+    if not widths or min(widths) < 1:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of positive integers", param_hint="--z-dims")
+    return widths
 
 
 def _command_line(ctx: click.Context) -> str:

@@ -36,16 +36,12 @@ class Architecture:
     z1_channels: int
     down_widths: tuple[int, ...]
     hidden: int
-    z_dims: tuple[int, ...]  # sizes of the vector levels z2, z3, ...
+    z_dims: tuple[int, ...]  # the listed sizes of the vector levels z2, z3, ... (see default_z_dims beyond)
     d_z1_widths: tuple[int, ...]
     d_hidden: int
     description: str = ""
     kind: str = "conv"
     d_x_widths: tuple[int, ...] = ()  # mlp only: the discriminator's image path
-
-    @property
-    def max_levels(self) -> int:
-        return 1 + len(self.z_dims)
 
     @property
     def z1_size(self) -> tuple[int, int]:
@@ -157,6 +153,22 @@ register_architecture(Architecture(
 ))
 
 
+# The deepest hierarchy a model may have (levels z1 .. z16).
+MAX_LEVELS = 16
+# The narrowest vector level the width rule of default_z_dims gives.
+MIN_RULE_WIDTH = 8
+
+
+def default_z_dims(arch: Architecture, n_levels: int) -> tuple[int, ...]:
+    """The widths of the vector levels z2 .. z_L when none are given: the architecture's listed widths, then
+    each further level half as wide as the one below it, never narrower than :data:`MIN_RULE_WIDTH` (or the
+    last listed width, if that is narrower). ``mnist`` with 6 levels: 64, 32, 16, 8, 8."""
+    dims = list(arch.z_dims[: max(0, n_levels - 1)])
+    while len(dims) < n_levels - 1:
+        dims.append(max(dims[-1] // 2, min(MIN_RULE_WIDTH, dims[-1])))
+    return tuple(dims)
+
+
 def get_architecture(name: str) -> Architecture:
     try:
         return ARCHITECTURES[name]
@@ -170,13 +182,16 @@ def get_architecture(name: str) -> Architecture:
 LEGACY = {"spectral_norm": False, "instance_noise": 0.0, "r1_weight": 0.0, "unary_scores": False,
           "recon2_weight": 0.0, "cycle_weight": 0.0, "weight_norm": False, "d_noise": 0.0,
           "feature_matching": False, "n_classes": 0, "entropy_weight": 0.0,
-          "level_dropout": 0.0}
+          "level_dropout": 0.0, "z_dims": None}
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Everything needed to rebuild a model: the architecture name, the number of levels, the hyperparameters
-    and the training objective.
+    """Everything needed to rebuild a model: the architecture name, the number of levels and the widths of the
+    vector levels, the hyperparameters and the training objective.
+
+    ``z_dims`` are the widths of z2 .. z_L (``n_levels - 1`` of them); left out (None), they follow
+    :func:`default_z_dims`, and the config keeps the widths so resolved, so a checkpoint always records them.
 
     The objective is ALI's game over the whole tuple (x, z1, ..., zL) plus these levers (each 0/False turns it
     off; all off is the paper's purely adversarial HALI, :data:`PAPER_OBJECTIVE`):
@@ -227,13 +242,19 @@ class ModelConfig:
     n_classes: int = 0
     entropy_weight: float = 0.0
     level_dropout: float = 0.0
+    z_dims: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         arch = get_architecture(self.arch)
         if isinstance(self.n_levels, bool) or not isinstance(self.n_levels, int) \
-                or not 1 <= self.n_levels <= arch.max_levels:
-            raise BadInputError(f"architecture {self.arch!r} supports 1 to {arch.max_levels} levels, "
-                                f"not {self.n_levels!r}")
+                or not 1 <= self.n_levels <= MAX_LEVELS:
+            raise BadInputError(f"a model has 1 to {MAX_LEVELS} levels, not {self.n_levels!r}")
+        z_dims = default_z_dims(arch, self.n_levels) if self.z_dims is None else self.z_dims
+        if not isinstance(z_dims, (list, tuple)) or len(z_dims) != self.n_levels - 1 \
+                or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in z_dims):
+            raise BadInputError(f"z_dims must be {self.n_levels - 1} positive integers (the widths of z2 .. "
+                                f"z{self.n_levels}), not {self.z_dims!r}")
+        object.__setattr__(self, "z_dims", tuple(z_dims))  # frozen; a JSON list becomes the tuple a config holds
         if not 0.0 <= self.dropout < 1.0:
             raise BadInputError(f"dropout must be in [0, 1), not {self.dropout!r}")
         if isinstance(self.n_classes, bool) or not isinstance(self.n_classes, int) or self.n_classes < 0 \

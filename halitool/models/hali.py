@@ -115,7 +115,7 @@ class Discriminator(nn.Module):
     (Salimans et al. 2016: a K+1-way classifier whose "fake" logit is fixed at 0).
     """
 
-    def __init__(self, arch: Architecture, n_levels: int, leak: float, dropout: float, unary: bool = False,
+    def __init__(self, arch: Architecture, z_dims: tuple[int, ...], leak: float, dropout: float, unary: bool = False,
                  spectral_norm: bool = False, weight_norm: bool = False, noise: float = 0.0, n_classes: int = 0):
         super().__init__()
         normalised = spectral_norm or weight_norm
@@ -152,7 +152,7 @@ class Discriminator(nn.Module):
             layers += block(nn.Conv2d(cin, hid, k), hid)
             self.z1 = nn.Sequential(*layers, nn.Flatten())
         self.z = nn.ModuleList(nn.Sequential(*block(nn.Linear(d, hid), hid), *block(nn.Linear(hid, hid), hid))
-                               for d in arch.z_dims[: n_levels - 1])
+                               for d in z_dims)
         self.join = nn.ModuleList(nn.Sequential(*block(nn.Linear(2 * hid, hid), hid)) for _ in self.z)
         head = block(nn.Linear(hid, hid), hid)
         self.n_features = len(head)  # out[:n_features] gives the features, the rest the logit(s)
@@ -247,25 +247,26 @@ class HALI(nn.Module):
         leak, L = config.leak, config.n_levels
         c, h, w = arch.image_shape
         self.level_names = [f"z{i}" for i in range(1, L + 1)]
-        self.level_shapes = {"z1": arch.z1_shape, **{f"z{i + 2}": (d,) for i, d in enumerate(arch.z_dims[: L - 1])}}
+        z_dims = config.z_dims
+        self.level_shapes = {"z1": arch.z1_shape, **{f"z{i + 2}": (d,) for i, d in enumerate(z_dims)}}
         self.image_shape = tuple(arch.image_shape)
         if arch.kind == "mlp":
-            encoders, decoders = self._mlp_chain(arch, L, leak)
+            encoders, decoders = self._mlp_chain(arch, z_dims, leak)
         else:
-            encoders, decoders = self._conv_chain(arch, L, leak)
+            encoders, decoders = self._conv_chain(arch, z_dims, leak)
         for lvl in range(3, L + 1):
-            d_in, d_out = arch.z_dims[lvl - 3], arch.z_dims[lvl - 2]
+            d_in, d_out = z_dims[lvl - 3], z_dims[lvl - 2]
             encoders.append(GaussianHead(_mlp(d_in, arch.hidden, 2 * d_out, leak)))
             decoders.append(GaussianHead(_mlp(d_out, arch.hidden, 2 * d_in, leak)))
         self.encoders = nn.ModuleList(encoders)
         self.decoders = nn.ModuleList(decoders)
-        self.discriminator = Discriminator(arch, L, leak, config.dropout, unary=config.unary_scores,
+        self.discriminator = Discriminator(arch, z_dims, leak, config.dropout, unary=config.unary_scores,
                                            spectral_norm=config.spectral_norm, weight_norm=config.weight_norm,
                                            noise=config.d_noise, n_classes=config.n_classes)
         self.reset_parameters()
 
     @staticmethod
-    def _mlp_chain(arch: Architecture, L: int, leak: float) -> tuple[list[nn.Module], list[nn.Module]]:
+    def _mlp_chain(arch: Architecture, z_dims: tuple[int, ...], leak: float) -> tuple[list[nn.Module], list[nn.Module]]:
         """q(z1|x), p(x|z1) and (L >= 2) q(z2|z1), p(z1|z2) of an ``mlp`` architecture."""
         c, h, w = arch.image_shape
         dims = [c * h * w, *arch.x_widths]
@@ -279,13 +280,13 @@ class HALI(nn.Module):
             layers += [nn.Linear(d_in, d_out), nn.BatchNorm1d(d_out), nn.LeakyReLU(leak)]
         layers += [nn.Linear(dims[-1], c * h * w, bias=False), nn.Unflatten(1, (c, h, w))]
         decoders: list[nn.Module] = [PixelDecoder(nn.Sequential(*layers), arch.image_shape)]
-        if L >= 2:
-            encoders.append(GaussianHead(_mlp(arch.z1_channels, arch.hidden, 2 * arch.z_dims[0], leak)))
-            decoders.append(GaussianHead(_mlp(arch.z_dims[0], arch.hidden, 2 * arch.z1_channels, leak)))
+        if z_dims:
+            encoders.append(GaussianHead(_mlp(arch.z1_channels, arch.hidden, 2 * z_dims[0], leak)))
+            decoders.append(GaussianHead(_mlp(z_dims[0], arch.hidden, 2 * arch.z1_channels, leak)))
         return encoders, decoders
 
     @staticmethod
-    def _conv_chain(arch: Architecture, L: int, leak: float) -> tuple[list[nn.Module], list[nn.Module]]:
+    def _conv_chain(arch: Architecture, z_dims: tuple[int, ...], leak: float) -> tuple[list[nn.Module], list[nn.Module]]:
         """q(z1|x), p(x|z1) and (L >= 2) q(z2|z1), p(z1|z2) of a ``conv`` architecture."""
         c = arch.image_shape[0]
         xw, z1c = arch.x_widths, arch.z1_channels
@@ -301,7 +302,7 @@ class HALI(nn.Module):
             layers += _block(_up2(xw[i], xw[i - 1]), xw[i - 1], leak, bn=True)
         decoders: list[nn.Module] = [PixelDecoder(nn.Sequential(*layers, _up2(xw[0], c, bias=False)), arch.image_shape)]
 
-        if L >= 2:
+        if z_dims:
             dw = arch.down_widths
             # q(z2 | z1): convolve the map down to a vector
             layers, cin = [], z1c
@@ -309,11 +310,11 @@ class HALI(nn.Module):
                 layers += _block(_down2(cin, width), width, leak, bn=True)
                 cin = width
             layers += _block(nn.Conv2d(cin, arch.hidden, k), arch.hidden, leak, bn=True)
-            encoders.append(GaussianHead(nn.Sequential(*layers, nn.Flatten(), nn.Linear(arch.hidden, 2 * arch.z_dims[0]))))
+            encoders.append(GaussianHead(nn.Sequential(*layers, nn.Flatten(), nn.Linear(arch.hidden, 2 * z_dims[0]))))
             # p(z1 | z2): the mirror image
             top = dw[-1] if dw else xw[-1]
-            layers = [nn.Unflatten(1, (arch.z_dims[0], 1, 1))]
-            layers += _block(nn.ConvTranspose2d(arch.z_dims[0], top, k), top, leak, bn=True)
+            layers = [nn.Unflatten(1, (z_dims[0], 1, 1))]
+            layers += _block(nn.ConvTranspose2d(z_dims[0], top, k), top, leak, bn=True)
             for i in range(len(dw) - 1, -1, -1):
                 out = dw[i - 1] if i > 0 else xw[-1]
                 layers += _block(_up2(dw[i], out), out, leak, bn=True)
