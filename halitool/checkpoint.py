@@ -130,10 +130,11 @@ def _config(path: Path, d: dict) -> ModelConfig:
 
 
 def check_classifier_section(path: Path, config: ModelConfig, section: dict | None) -> None:
-    """A classifier section exactly when the model is semi-supervised, with one class name and value per logit."""
-    k = config.n_classes
+    """A classifier section exactly when the model is semi-supervised (a model with a class latent has one when it
+    was trained with labels), with one class name and value per logit."""
+    k = config.class_outputs
     if section is None:
-        if k:
+        if config.n_classes:
             raise BadInputError(f"{path}: the model has {k} class logits but the checkpoint no classifier section")
         return
     if not k:

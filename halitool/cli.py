@@ -26,6 +26,7 @@ COMMANDS = {
     "inspect": ("halitool.commands.extract", "inspect_command"),
     "semisup": ("halitool.commands.semisup", "semisup_command"),
     "predict": ("halitool.commands.predict", "predict_command"),
+    "cluster": ("halitool.commands.cluster", "cluster_command"),
     "probe-attributes": ("halitool.commands.probe", "probe_attributes_command"),
     "reconstruct": ("halitool.commands.visualize", "reconstruct_command"),
     "sample": ("halitool.commands.visualize", "sample_command"),

@@ -148,6 +148,8 @@ def training_curves(metrics_path: Path, png_path: Path, loss_names: Sequence[str
                            .get(lv, {}).get(k)) for level in level_names])
     add("validation classifier error (%)", [series("classifier", lambda r: r.get("validation", {})
                                                    .get("classifier_error"))])
+    add("validation cluster accuracy (%)", [series("class latent", lambda r: r.get("validation", {})
+                                                   .get("cluster_accuracy"))])
 
     fig = Figure(figsize=(8, 1.0 + 2.2 * max(1, len(panels))), dpi=DPI)
     if not panels:  # a run that has logged nothing yet still gets a figure that says so

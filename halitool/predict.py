@@ -1,4 +1,5 @@
-"""``halitool predict``: a semi-supervised checkpoint's classifier over a split of a data set."""
+"""``halitool predict``: a semi-supervised checkpoint's classifier (its discriminator's class logits, or its
+class latent's q(y | x)) over a split of a data set."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ SPLITS = ("train", "valid", "test", "all")
 def class_probabilities(model: HALI, ds, rows: np.ndarray, batch_size: int = 500, on_batch=None) -> np.ndarray:
     """Softmax of ``model``'s class logits for data-set ``rows``, in that order: float32 [len(rows), K]."""
     model.eval()
-    out = np.empty((len(rows), model.config.n_classes), dtype=np.float32)
+    out = np.empty((len(rows), model.config.class_outputs), dtype=np.float32)
     done = 0
     for chunk, images in ds.iter_batches(rows, batch_size):
         logits = model.classify(images_to_input(images, model.device))

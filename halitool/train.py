@@ -49,7 +49,7 @@ from halitool.validation import evaluate, validation_criterion, validation_split
 
 # Options that define a run: a resumed run must use the same values.
 RUN_DEFINING = ("data", "arch", "n_levels", "z_dims", "batch_size", "lr", "lr_d", "beta1", "beta2", "seed", "precision",
-                "objective", "val_size", "keep", "labels", "label_seed", "ema")
+                "objective", "val_size", "keep", "labels", "label_seed", "ema", "class_latent")
 DEFAULT_LR = 3e-4
 SEMI_SUPERVISED_LR = 1e-3  # the semi-supervised recipe's learning rate and weight average (docs/semisup.md)
 SEMI_SUPERVISED_EMA = 0.999
@@ -86,13 +86,20 @@ class TrainOptions:
     label_seed: int = 0  # ... of this seed
     init_from: str | None = None  # a checkpoint whose tensors (same name and shape) start the run
     ema: float = 0.0  # decay of the weights' exponential moving average the checkpoint holds; 0: the raw weights
+    class_latent: int = 0  # K: the top level is (y, style), y K-way categorical (ModelConfig.class_latent)
     command: str = ""
 
     @property
     def model_objective(self) -> dict:
-        """The levers: those given, the rest from the recommended objective (semi-supervised: its own preset)."""
-        preset = SEMI_SUPERVISED_OBJECTIVE if self.labels is not None else RECOMMENDED_OBJECTIVE
+        """The levers: those given, the rest from the recommended objective (semi-supervised with the
+        discriminator as classifier: its own preset)."""
+        preset = SEMI_SUPERVISED_OBJECTIVE if self.semi_supervised_discriminator else RECOMMENDED_OBJECTIVE
         return {**preset, **self.objective}
+
+    @property
+    def semi_supervised_discriminator(self) -> bool:
+        """Labels teach the discriminator's K class logits (without a class latent, which takes them instead)."""
+        return self.labels is not None and not self.class_latent
 
 
 def _init_from(model: HALI, checkpoint: str) -> dict:
@@ -187,6 +194,10 @@ def check_options(opts: TrainOptions) -> None:
         raise UsageError(f"--val-size must be 0 or more, not {opts.val_size}")
     if opts.keep != "last" and opts.val_size == 0:
         raise UsageError(f"--keep {opts.keep} selects by the validation slice: it needs --val-size above 0")
+    if opts.class_latent == 1 or opts.class_latent < 0:
+        raise UsageError(f"--class-latent must be 0 (none) or at least 2 classes, not {opts.class_latent}")
+    if opts.class_latent and opts.n_levels < 2:
+        raise UsageError("--class-latent needs --n-levels 2 or more (the top level holds the class)")
     if opts.labels is not None and opts.labels < 1:
         raise UsageError(f"--labels must be at least 1, not {opts.labels}")
     if not 1 <= opts.n_levels <= MAX_LEVELS:
@@ -245,8 +256,12 @@ class _Run:
             raise UsageError(f"--keep {opts.keep} needs a validation slice; {opts.data} has only {len(all_train)} "
                              "training images (give --val-size)")
         self.labelled = _labelled_draw(ds, all_train, self.val_idx, opts) if opts.labels is not None else None
+        if self.labelled and opts.class_latent and opts.class_latent != len(self.labelled.class_values):
+            raise UsageError(f"--class-latent {opts.class_latent} with --labels: {opts.data} has "
+                             f"{len(self.labelled.class_values)} classes, and the class latent needs one value each")
         self.config = ModelConfig(arch=opts.arch, n_levels=opts.n_levels, z_dims=opts.z_dims,
-                                  n_classes=len(self.labelled.class_values) if self.labelled else 0,
+                                  n_classes=len(self.labelled.class_values) if opts.semi_supervised_discriminator
+                                  else 0, class_latent=opts.class_latent,
                                   **opts.model_objective)
         if tuple(ds.image_shape) != tuple(self.config.architecture.image_shape):
             raise BadInputError(f"{opts.data}: images are {tuple(ds.image_shape)} but architecture {opts.arch!r} "
@@ -284,8 +299,11 @@ class _Run:
             self.step, self.seconds_before, saved, legs, self.best = load_state(
                 out, model, self.opt_d, self.opt_g, self.device, self.averaged)
             now = _options_json(opts)
-            changed = [k for k in RUN_DEFINING if saved.get(k, saved.get("levels") if k == "n_levels" else None)
-                       != now.get(k)]
+            # A state written before an option existed lacks its key: that run had the option's default.
+            defaults = {f.name: f.default for f in dataclasses.fields(TrainOptions)
+                        if f.default is not dataclasses.MISSING}
+            changed = [k for k in RUN_DEFINING
+                       if saved.get(k, saved.get("levels") if k == "n_levels" else defaults.get(k)) != now.get(k)]
             if changed:
                 raise UsageError(f"{out}: --resume needs the options of the original run; changed: "
                                  + ", ".join(f"{k} {saved.get(k)!r} -> {now.get(k)!r}" for k in changed))
@@ -546,6 +564,8 @@ def _progress_line(values: dict, evaluation: dict | None) -> str:
                                       for k in values if k.endswith("_spread"))]
     if evaluation and "classifier_error" in evaluation:
         parts.append(f"val error {evaluation['classifier_error']:.2f}%")
+    if evaluation and "cluster_accuracy" in evaluation:
+        parts.append(f"val cluster acc {evaluation['cluster_accuracy']:.1f}%")
     if evaluation:
         parts.append("val " + " ".join(
             f"{level} {v['class_kept']:.0%}" if v["class_kept"] is not None else f"{level} mse {v['mse']:.4f}"

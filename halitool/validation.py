@@ -77,7 +77,7 @@ def evaluate(model: HALI, x_val: torch.Tensor, labels: np.ndarray | None, classi
     posterior-mean reconstruction; each level's collapse indicator (spread and std of the posterior); and, with
     labels, the level's few-label linear error (:func:`few_label_linear_error`). A semi-supervised model with
     labels also gets ``classifier_error``, the % of images its own classifier gets wrong (``class_values``:
-    the label of each of its K outputs)."""
+    the label of each of its K outputs); a class latent learnt without labels gets ``cluster_accuracy`` (%)."""
     was_training = model.training
     model.eval()
     mse = {level: 0.0 for level in model.level_names}
@@ -87,7 +87,7 @@ def evaluate(model: HALI, x_val: torch.Tensor, labels: np.ndarray | None, classi
     for i in range(0, len(x_val), batch_size):
         x = x_val[i: i + batch_size].to(model.device)
         stats = model.encode_stats(x)  # posterior means fed upward: what reconstruct() decodes from
-        if model.config.n_classes and labels is not None:
+        if model.config.class_outputs and labels is not None:
             means = {level: mean for level, (mean, _) in stats.items()}
             own.append(model.classify(x, means).argmax(dim=1).cpu().numpy())
         for level, (mean, logvar) in stats.items():
@@ -100,8 +100,12 @@ def evaluate(model: HALI, x_val: torch.Tensor, labels: np.ndarray | None, classi
                 predicted[level].append(classifier.predict(x_rec).cpu().numpy())
     model.train(was_training)
     out = {"images": int(len(x_val)), "levels": {}}
-    if own:
+    if own and class_values is not None:
         out["classifier_error"] = 100.0 * float((class_values[np.concatenate(own)] != labels).mean())
+    elif own:  # a class latent learnt without labels: its clusters against the classes (evaluation only)
+        from halitool.clustering import cluster_accuracy
+
+        out["cluster_accuracy"] = 100.0 * cluster_accuracy(np.concatenate(own), labels)[0]
     for level in model.level_names:
         means = torch.cat(posterior[level][0])
         spread, std = collapse_indicator(means, torch.cat(posterior[level][1]))

@@ -96,20 +96,28 @@ def reconstruct(checkpoint: str, data_spec: str, output: Path, *, n: int = 16, s
 
 
 @torch.no_grad()
-def sample(checkpoint: str, output: Path, *, n: int = 64, seed: int = 0, device: str = "auto",
-           force: bool = False) -> dict:
-    """Write a grid of ``n`` samples (z_top ~ N(0, I), a sample of each p(z_l-1|z_l), then p(x|z1)) from a
-    generator seeded with ``seed``, in ceil(sqrt(n)) columns."""
+def sample(checkpoint: str, output: Path, *, n: int = 64, seed: int = 0, class_index: int | None = None,
+           device: str = "auto", force: bool = False) -> dict:
+    """Write a grid of ``n`` samples (z_top from its prior, a sample of each p(z_l-1|z_l), then p(x|z1)) from a
+    generator seeded with ``seed``, in ceil(sqrt(n)) columns; ``class_index`` fixes a class latent's y."""
     output = Path(output)
     check_output_path(output, force)
     if n < 1:
         raise UsageError("-n must be at least 1")
     ckpt, dev = _load(checkpoint, device)
+    k = ckpt.model.config.class_latent
+    classes = None
+    if class_index is not None:
+        if not k:
+            raise UsageError(f"--class: {ckpt.path} has no class latent (trained without --class-latent)")
+        if not 0 <= class_index < k:
+            raise UsageError(f"--class must be 0 to {k - 1} (the model's class latent has {k} values), not {class_index}")
+        classes = torch.full((n,), class_index, dtype=torch.long, device=dev)
     gen = torch.Generator(device=dev).manual_seed(seed)
-    images = ckpt.model.sample(n, generator=gen).float().cpu().numpy()
+    images = ckpt.model.sample(n, generator=gen, classes=classes).float().cpu().numpy()
     nrow = math.ceil(math.sqrt(n))
     save_grid(output, images, nrow=nrow, check=True, force=force)
-    return {"output": str(output), **_provenance(ckpt), "n": n, "seed": seed, "columns": nrow,
+    return {"output": str(output), **_provenance(ckpt), "n": n, "seed": seed, "class": class_index, "columns": nrow,
             "rows": math.ceil(n / nrow), "device": str(dev)}
 
 

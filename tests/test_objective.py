@@ -169,7 +169,7 @@ def test_spectral_norm_bounds_every_discriminator_layer():
 
 def test_paper_objective_is_all_levers_off_and_recommended_turns_some_on():
     assert ModelConfig(arch="tiny").objective == PAPER_OBJECTIVE
-    assert set(RECOMMENDED_OBJECTIVE) == set(PAPER_OBJECTIVE) == (set(LEGACY) - {"n_classes"}) | {"recon_weight"}
+    assert set(RECOMMENDED_OBJECTIVE) == set(PAPER_OBJECTIVE) == (set(LEGACY) - {"n_classes", "z_dims", "class_latent"}) | {"recon_weight"}
     assert RECOMMENDED_OBJECTIVE != PAPER_OBJECTIVE
     with pytest.raises(BadInputError, match="cycle_weight"):
         ModelConfig(arch="tiny", cycle_weight=-1.0)

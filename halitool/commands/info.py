@@ -65,8 +65,9 @@ def _table(result: dict) -> Table:
         table.add_row(f"metric {key}", _fmt(value))
     if result["classifier"]:
         section = result["classifier"]
-        table.add_row("classifier", f"{len(section['classes'])} classes ({', '.join(section['classes'])}): the "
-                                    "discriminator's class logits on x and the posterior means")
+        how = ("the class latent's q(y | x)" if result["config"].get("class_latent")
+               else "the discriminator's class logits on x and the posterior means")
+        table.add_row("classifier", f"{len(section['classes'])} classes ({', '.join(section['classes'])}): {how}")
         table.add_row("classifier labelled draw", _fmt(section["labelled"]))
     table.add_row("sha256", result["sha256"])
     return table

@@ -38,6 +38,9 @@ from halitool.runtime import command_line
 @count_option("--checkpoint-every", 500, "Write the checkpoint and training state every N steps.")
 @count_option("--log-every", 10, "Append averaged losses to metrics.jsonl every N steps.")
 @click.option("--lr-d", type=float, default=None, help="The discriminator's learning rate [default: --lr].")
+@count_option("--class-latent", 0, "K: the top level becomes (y, style), y a K-way categorical latent "
+              "(uniform prior) that the encoders predict; unsupervised it finds K clusters (halitool cluster), "
+              "with --labels the labelled images teach it their class. 0: none.", minimum=0)
 @count_option("--labels", None,
               "Semi-supervised: N labelled training images (N/classes per class, the draw `halitool semisup` "
               "makes for --label-seed); the discriminator learns K class logits and the checkpoint gets a "
@@ -105,11 +108,11 @@ def train_command(**kwargs):
     if kwargs["lr"] is None:
         from halitool.train import DEFAULT_LR, SEMI_SUPERVISED_LR
 
-        kwargs["lr"] = SEMI_SUPERVISED_LR if kwargs["labels"] is not None else DEFAULT_LR
+        kwargs["lr"] = SEMI_SUPERVISED_LR if kwargs["labels"] is not None and not kwargs["class_latent"] else DEFAULT_LR
     if kwargs["ema"] is None:
         from halitool.train import SEMI_SUPERVISED_EMA
 
-        kwargs["ema"] = SEMI_SUPERVISED_EMA if kwargs["labels"] is not None else 0.0
+        kwargs["ema"] = SEMI_SUPERVISED_EMA if kwargs["labels"] is not None and not kwargs["class_latent"] else 0.0
     preset = kwargs.pop("objective")
     levers = {name: kwargs.pop(name) for name in PAPER_OBJECTIVE}
     # No preset named: TrainOptions takes the default one (semi-supervised with --labels, else recommended).

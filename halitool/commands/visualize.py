@@ -104,20 +104,23 @@ def reconstruct_command(checkpoint, data_spec, output, n, split, seed, limit, ba
 @_output_option
 @count_option(("-n", "n"), 64, "Number of samples (laid out in ceil(sqrt(n)) columns).")
 @seed_option("Seed of the prior draws.")
+@count_option(("--class", "class_index"), None, "A model with a class latent: draw every sample with y = K "
+              "(0 .. K-1; in a model trained with labels, the class listed K-th by `halitool info`).", minimum=0)
 @device_option
 @force_option
 @_format_option
-def sample_command(checkpoint, output, n, seed, device, force, fmt):
+def sample_command(checkpoint, output, n, seed, class_index, device, force, fmt):
     """A grid of samples: the top level ~ N(0, I), then each p(z_l-1 | z_l), then p(x | z1).
 
     \b
     Examples:
       halitool sample hali-mnist -o samples.png
       halitool sample hali-mnist -o samples.png -n 100 --seed 3
+      halitool sample runs/cl10/model.safetensors --class 3 -o threes.png
     """
     from halitool.visualize import sample
 
-    result = sample(checkpoint, output, n=n, seed=seed, device=device, force=force)
+    result = sample(checkpoint, output, n=n, seed=seed, class_index=class_index, device=device, force=force)
     _finish(result, "sample", fmt, _grid_table)
 
 

@@ -182,7 +182,7 @@ def get_architecture(name: str) -> Architecture:
 LEGACY = {"spectral_norm": False, "instance_noise": 0.0, "r1_weight": 0.0, "unary_scores": False,
           "recon2_weight": 0.0, "cycle_weight": 0.0, "weight_norm": False, "d_noise": 0.0,
           "feature_matching": False, "n_classes": 0, "entropy_weight": 0.0,
-          "level_dropout": 0.0, "z_dims": None}
+          "level_dropout": 0.0, "z_dims": None, "class_latent": 0}
 
 
 @dataclass(frozen=True)
@@ -222,6 +222,14 @@ class ModelConfig:
 
     ``n_classes`` K > 0 makes the model semi-supervised: the joint discriminator gives K class logits, and its
     joint score (inference tuple against generative tuple) is their log-sum-exp, the "fake" logit being fixed at 0.
+
+    ``class_latent`` K > 0 partially specifies the top level: z_L is (y, style), y a K-way categorical (uniform
+    prior, one-hot in the tuple) and style Gaussian (``z_dims[-1]`` wide), so the level is K + ``z_dims[-1]``
+    wide. The top encoder predicts q(y | z_L-1); a sample of the inference chain draws a one-hot y from it (its
+    gradient straight through the probabilities) and its posterior mean is the probabilities. With
+    ``cycle_weight`` the latent cycle also asks the encoders to recover the y a generated image was drawn from
+    (cross-entropy, InfoGAN's mutual-information term); with labelled images the top encoder learns their
+    class (cross-entropy). The discriminator sees y like any level. Needs 2 levels or more; not with n_classes.
     """
 
     arch: str = "mnist"
@@ -243,6 +251,7 @@ class ModelConfig:
     entropy_weight: float = 0.0
     level_dropout: float = 0.0
     z_dims: tuple[int, ...] | None = None
+    class_latent: int = 0
 
     def __post_init__(self) -> None:
         arch = get_architecture(self.arch)
@@ -255,6 +264,14 @@ class ModelConfig:
             raise BadInputError(f"z_dims must be {self.n_levels - 1} positive integers (the widths of z2 .. "
                                 f"z{self.n_levels}), not {self.z_dims!r}")
         object.__setattr__(self, "z_dims", tuple(z_dims))  # frozen; a JSON list becomes the tuple a config holds
+        k = self.class_latent
+        if isinstance(k, bool) or not isinstance(k, int) or k < 0 or k == 1:
+            raise BadInputError(f"class_latent must be 0 (none) or at least 2 classes, not {k!r}")
+        if k and self.n_levels < 2:
+            raise BadInputError("class_latent needs 2 levels or more (the top level holds the class)")
+        if k and self.n_classes:
+            raise BadInputError("class_latent and n_classes cannot both be set (the class is either a latent "
+                                "or the discriminator's)")
         if not 0.0 <= self.dropout < 1.0:
             raise BadInputError(f"dropout must be in [0, 1), not {self.dropout!r}")
         if isinstance(self.n_classes, bool) or not isinstance(self.n_classes, int) or self.n_classes < 0 \
@@ -279,6 +296,16 @@ class ModelConfig:
     def objective(self) -> dict:
         """The objective's levers (the fields of :data:`PAPER_OBJECTIVE`) and their values."""
         return {name: getattr(self, name) for name in PAPER_OBJECTIVE}
+
+    @property
+    def class_outputs(self) -> int:
+        """K of the model's class prediction: the discriminator's class logits, or the class latent's; 0 if none."""
+        return self.n_classes or self.class_latent
+
+    @property
+    def level_widths(self) -> tuple[int, ...]:
+        """The widths of the vector levels z2 .. z_L as the networks see them (the top one holds y and style)."""
+        return (*self.z_dims[:-1], self.z_dims[-1] + self.class_latent) if self.z_dims else ()
 
     @property
     def architecture(self) -> Architecture:

@@ -62,6 +62,42 @@ class GaussianHead(nn.Module):
         mean, logvar = self.net(h).chunk(2, dim=1)
         return mean, logvar
 
+    def draw(self, mean: Tensor, logvar: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """A sample of the posterior given by ``forward``."""
+        return reparameterise(mean, logvar, generator)
+
+
+# The posterior "logvar" of a one-hot coordinate is the log of its Bernoulli variance p(1 - p), floored here.
+_MIN_CLASS_VARIANCE = 1e-8
+
+
+class ClassStyleHead(GaussianHead):
+    """The top encoder of a model with a class latent: q(y | h) a K-way categorical and q(style | h) Gaussian.
+
+    Its net is a Gaussian head's over K + style dims (the first K "logvar" outputs are unused, so the tensor
+    names and shapes follow the plain rule). ``forward`` gives the level's mean (the class probabilities, then
+    the style's mean) and logvar (log p(1 - p) per class coordinate, the variance of its one-hot indicator; then
+    the style's); ``draw`` samples a one-hot y, its gradient straight through the probabilities.
+    """
+
+    def __init__(self, net: nn.Module, n_classes: int):
+        super().__init__(net)
+        self.n_classes = n_classes
+
+    def forward(self, h: Tensor) -> tuple[Tensor, Tensor]:
+        k = self.n_classes
+        mean, logvar = self.net(h).chunk(2, dim=1)
+        p = F.softmax(mean[:, :k].float(), dim=1).to(mean.dtype)
+        class_logvar = (p.detach() * (1 - p.detach())).clamp(min=_MIN_CLASS_VARIANCE).log()
+        return torch.cat([p, mean[:, k:]], dim=1), torch.cat([class_logvar, logvar[:, k:]], dim=1)
+
+    def draw(self, mean: Tensor, logvar: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        k = self.n_classes
+        p = mean[:, :k]
+        y = torch.multinomial(p.detach().float(), 1, generator=generator).squeeze(1)
+        one_hot = F.one_hot(y, k).to(p.dtype)
+        return torch.cat([one_hot + (p - p.detach()), reparameterise(mean[:, k:], logvar[:, k:], generator)], dim=1)
+
 
 def _block(layer: nn.Module, width: int, leak: float, bn: bool) -> list[nn.Module]:
     return [layer, *([nn.BatchNorm2d(width)] if bn else []), nn.LeakyReLU(leak)]
@@ -247,7 +283,7 @@ class HALI(nn.Module):
         leak, L = config.leak, config.n_levels
         c, h, w = arch.image_shape
         self.level_names = [f"z{i}" for i in range(1, L + 1)]
-        z_dims = config.z_dims
+        z_dims = config.level_widths  # with a class latent the top level is K + style wide
         self.level_shapes = {"z1": arch.z1_shape, **{f"z{i + 2}": (d,) for i, d in enumerate(z_dims)}}
         self.image_shape = tuple(arch.image_shape)
         if arch.kind == "mlp":
@@ -258,6 +294,8 @@ class HALI(nn.Module):
             d_in, d_out = z_dims[lvl - 3], z_dims[lvl - 2]
             encoders.append(GaussianHead(_mlp(d_in, arch.hidden, 2 * d_out, leak)))
             decoders.append(GaussianHead(_mlp(d_out, arch.hidden, 2 * d_in, leak)))
+        if config.class_latent:
+            encoders[-1] = ClassStyleHead(encoders[-1].net, config.class_latent)
         self.encoders = nn.ModuleList(encoders)
         self.decoders = nn.ModuleList(decoders)
         self.discriminator = Discriminator(arch, z_dims, leak, config.dropout, unary=config.unary_scores,
@@ -383,7 +421,7 @@ class HALI(nn.Module):
         for name, encoder in zip(self.level_names, self.encoders):
             mean, logvar = encoder(h)
             stats[name] = (mean, logvar)
-            h = zs[name] = mean if mode == "mean" else reparameterise(mean, logvar, generator)
+            h = zs[name] = mean if mode == "mean" else encoder.draw(mean, logvar, generator)
         return zs, stats
 
     def decode_levels(self, level: str, z: Tensor, mode: str = "mean", generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, Tensor]]:
@@ -406,13 +444,30 @@ class HALI(nn.Module):
         """x -> z1 -> ... -> ``level`` -> ... -> z1 -> x'."""
         return self.decode(level, self.encode(x, mode, generator)[level], mode, generator)
 
-    def sample_prior(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+    def sample_prior(self, n: int, generator: torch.Generator | None = None, classes: Tensor | None = None) -> Tensor:
+        """n draws of the top level's prior: N(0, I); with a class latent, a one-hot y (uniform, or the class
+        indices ``classes`` [n]) and then N(0, I) style."""
         top = self.level_names[-1]
-        return torch.randn((n, *self.level_shapes[top]), generator=generator, device=self.device)
+        k = self.config.class_latent
+        if not k:
+            if classes is not None:
+                raise ValueError("classes need a model with a class latent")
+            return torch.randn((n, *self.level_shapes[top]), generator=generator, device=self.device)
+        if classes is None:
+            classes = torch.randint(0, k, (n,), generator=generator, device=self.device)
+        style = torch.randn((n, self.level_shapes[top][0] - k), generator=generator, device=self.device)
+        return torch.cat([F.one_hot(classes.to(self.device), k).to(style.dtype), style], dim=1)
 
-    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """n images: z_top ~ N(0, I), then a sample of each p(z_l-1|z_l), then p(x|z1)."""
-        return self.decode(self.level_names[-1], self.sample_prior(n, generator), "sample", generator)
+    def sample(self, n: int, generator: torch.Generator | None = None, classes: Tensor | None = None) -> Tensor:
+        """n images: z_top from its prior (of class ``classes`` with a class latent), then a sample of each
+        p(z_l-1|z_l), then p(x|z1)."""
+        return self.decode(self.level_names[-1], self.sample_prior(n, generator, classes), "sample", generator)
+
+    def class_probabilities(self, x: Tensor) -> Tensor:
+        """q(y | x) [n, K] of a model with a class latent: the top posterior's class probabilities."""
+        if not self.config.class_latent:
+            raise ValueError("this model has no class latent")
+        return self.encode(x)[self.level_names[-1]][:, : self.config.class_latent]
 
     def interpolations(self, xa: torch.Tensor, xb: torch.Tensor, steps: int) -> dict[str, torch.Tensor]:
         """Per level, images [pairs, steps, C, H, W] decoded from z = (1 - t) z(xa) + t z(xb), t = 0 .. 1 in
@@ -429,10 +484,13 @@ class HALI(nn.Module):
 
     def classify(self, x: Tensor, means: dict[str, Tensor] | None = None) -> Tensor:
         """A semi-supervised model's class logits [n, K]: the discriminator on (x, posterior means of z1..zL);
-        ``means`` (from :meth:`encode`) saves encoding ``x`` again."""
-        if not self.config.n_classes:
+        with a class latent, the log of q(y | x). ``means`` (from :meth:`encode`) saves encoding ``x`` again."""
+        k = self.config.class_latent
+        if not (self.config.n_classes or k):
             raise ValueError("this model has no classifier (it was trained without labels)")
         zs = self.encode(x) if means is None else means
+        if k:
+            return zs[self.level_names[-1]][:, :k].float().clamp(min=1e-12).log()
         return self.discriminator.evaluate(x * 2 - 1, [zs[name] for name in self.level_names]).class_logits
 
     def discriminate(self, x: Tensor, zs: dict[str, Tensor]) -> Tensor:
@@ -446,7 +504,9 @@ class HALI(nn.Module):
 
         A semi-supervised model (``n_classes`` > 0) also takes ``labelled`` = (images, class indices): their
         inference tuples go through the same pass and the discriminator learns their class (cross-entropy over
-        the K logits, ``ce``); the adversarial part is then weighted 1/2 as in Salimans et al. (2016).
+        the K logits, ``ce``); the adversarial part is then weighted 1/2 as in Salimans et al. (2016). A model
+        with a class latent takes ``labelled`` too: the encoders learn their class as q(y | x) (``ce``, in
+        ``g_loss``), and the discriminator does not see them.
 
         Returns ``d_loss`` and ``g_loss`` (the totals each player minimises), their parts (``adv``: the
         adversarial part of ``g_loss``, or ``fm``, the feature-matching loss that replaces it; ``recon``,
@@ -456,6 +516,9 @@ class HALI(nn.Module):
         tuples as ``posterior.<level>``.
         """
         cfg, n = self.config, x.shape[0]
+        class_labelled = None  # with a class latent, labelled images teach the top encoder, not the discriminator
+        if cfg.class_latent and labelled is not None:
+            class_labelled, labelled = labelled, None
         if labelled is not None and not cfg.n_classes:
             raise ValueError("labelled images need a semi-supervised model (n_classes > 0)")
         m = 0 if labelled is None else labelled[0].shape[0]
@@ -519,10 +582,17 @@ class HALI(nn.Module):
             recon2 = sum(F.mse_loss(self.decode(level, zq[level]).float(), x.float()) for level in self.level_names[1:])
             out["recon2"] = recon2
             g_loss = g_loss + cfg.recon2_weight * recon2
+        k, top = cfg.class_latent, self.level_names[-1]
         if cfg.cycle_weight > 0:
-            top = self.level_names[-1]
-            out["cycle"] = F.mse_loss(self.encode(xp)[top].float(), zp[top].float())  # posterior means up the chain
+            z_hat = self.encode(xp)[top].float()  # posterior means up the chain
+            out["cycle"] = F.mse_loss(z_hat[:, k:], zp[top][:, k:].float())
+            if k:  # the class the image was drawn from, recovered by q(y | x) (InfoGAN's mutual-information term)
+                out["cycle"] = out["cycle"] + F.nll_loss(z_hat[:, :k].clamp(min=1e-12).log(), zp[top][:, :k].argmax(1))
             g_loss = g_loss + cfg.cycle_weight * out["cycle"]
+        if class_labelled is not None:
+            p = self.encode(class_labelled[0])[top][:, :k].float()
+            out["ce"] = F.nll_loss(p.clamp(min=1e-12).log(), class_labelled[1])
+            g_loss = g_loss + out["ce"]
         out["d_loss"], out["g_loss"] = d_loss, g_loss
         out["s_q"], out["s_p"] = out["s_q.joint"], out["s_p.joint"]
         for name, stat in stats.items():
