@@ -141,7 +141,7 @@ def test_level_widths_follow_the_rule_unless_given_and_a_checkpoint_config_recor
     assert default_z_dims(mnist, 6) == (64, 32, 16, 8, 8)  # halved, floored at 8
     assert default_z_dims(ARCHITECTURES["tiny-mlp"], 5) == (4, 4, 4, 4)  # never wider than the last listed
     config = ModelConfig(arch="tiny", n_levels=4)
-    assert config.z_dims == (8, 4, 4) and config.to_dict()["z_dims"] == (8, 4, 4)
+    assert config.z_dims == (8, 4, 4) and config.to_dict()["z_dims"] == [8, 4, 4]  # as JSON reads it back
     given = ModelConfig(arch="tiny", n_levels=3, z_dims=[5, 3])  # a JSON list
     assert given.z_dims == (5, 3) and ModelConfig.from_dict(given.to_dict()) == given
     # A config of a checkpoint written before the widths were recorded rebuilds the architecture's widths.

@@ -312,7 +312,8 @@ class ModelConfig:
         return get_architecture(self.arch)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The config as its JSON reads back (the widths a list), so a dict from a file compares equal."""
+        return {**dataclasses.asdict(self), "z_dims": list(self.z_dims)}
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
