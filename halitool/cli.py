@@ -27,6 +27,7 @@ COMMANDS = {
     "semisup": ("halitool.commands.semisup", "semisup_command"),
     "predict": ("halitool.commands.predict", "predict_command"),
     "probe-attributes": ("halitool.commands.probe", "probe_attributes_command"),
+    "disentanglement": ("halitool.commands.disentanglement", "disentanglement_command"),
     "reconstruct": ("halitool.commands.visualize", "reconstruct_command"),
     "sample": ("halitool.commands.visualize", "sample_command"),
     "interpolate": ("halitool.commands.visualize", "interpolate_command"),
