@@ -50,7 +50,7 @@ def parse_factors(text: str, available: list[str]) -> list[str]:
 
 def _factor_table(ff: FeaturesFile, names: list[str], rows: np.ndarray) -> np.ndarray:
     """The chosen factors of ``rows`` as float64 columns (the class as its label values)."""
-    stored = ff.factors
+    stored = ff.factors if set(names) - {CLASS_FACTOR} else None  # read (and checked) only when asked for
     columns = [ff.labels[rows].astype(np.float64) if name == CLASS_FACTOR
                else stored[rows, ff.factor_names.index(name)].astype(np.float64) for name in names]
     return np.stack(columns, axis=1)
@@ -99,7 +99,7 @@ def disentanglement(path: Path, *, levels: str | None = None, factors: str = "al
         "rows": int(len(rows)),
         "factors": factor_info,
         "discretization": {"method": DISCRETIZATION, "bins": bins,
-                           "latents": "each dimension cut into bins equal-width bins over its range on these rows",
+                           "latents": "each dimension cut into equal-width bins over its range on these rows",
                            "continuous_factors": "binned as the latents", "discrete_factors": "their values"},
         "units": "nats",
         "active_variance": ACTIVE_VARIANCE,

@@ -386,7 +386,8 @@ class FeaturesFile:
     def factor_names(self) -> list[str]:
         if "labels/factors" not in self.h5:
             return []
-        return [n.decode() if isinstance(n, bytes) else str(n) for n in self.h5["labels/factors"].attrs["names"]]
+        names = np.atleast_1d(self.h5["labels/factors"].attrs["names"])  # one name may be stored as a scalar
+        return [n.decode() if isinstance(n, bytes) else str(n) for n in names]
 
     @property
     def factor_discrete(self) -> list[bool]:

@@ -80,8 +80,8 @@ def open_mnist(root: Path) -> Dataset:
 
     The attribute table holds measured shape properties of every image and, when the classes are digits
     (:func:`classes_are_digits`), the properties of each digit's class (docs/attributes.md); the factors are
-    the continuous measurements the measured attributes threshold. Class names come
-    from ``classes.txt`` when the folder has one, else they are the label numbers.
+    the continuous measurements the measured attributes threshold. Class names come from ``classes.txt`` when
+    the folder has one, else they are the label numbers.
     """
     train_x, train_y = read_split(root, SPLIT_PREFIX["train"])
     test_x, test_y = read_split(root, SPLIT_PREFIX["test"])
