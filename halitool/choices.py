@@ -15,3 +15,4 @@ PROBE_METRICS = ("accuracy", "balanced_accuracy")  # what the attribute probe se
 CLASS_WEIGHTS = ("none", "balanced")
 DEFAULT_C_GRID = "1e-4:1e2:10"
 PROBE_SOLVERS = ("torch", "sklearn")  # the keys of halitool.probe.SOLVERS
+DISENTANGLEMENT_BINS = 20  # halitool.disentanglement.DEFAULT_BINS: disentanglement_lib's num_bins

@@ -28,6 +28,7 @@ COMMANDS = {
     "predict": ("halitool.commands.predict", "predict_command"),
     "cluster": ("halitool.commands.cluster", "cluster_command"),
     "probe-attributes": ("halitool.commands.probe", "probe_attributes_command"),
+    "disentanglement": ("halitool.commands.disentanglement", "disentanglement_command"),
     "reconstruct": ("halitool.commands.visualize", "reconstruct_command"),
     "sample": ("halitool.commands.visualize", "sample_command"),
     "interpolate": ("halitool.commands.visualize", "interpolate_command"),

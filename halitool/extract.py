@@ -371,7 +371,8 @@ def _provenance(loaded, checkpoint, ds: Dataset, rows: np.ndarray, settings: dic
 
 def _writer_factory(ds: Dataset, rows: np.ndarray, layouts: list[LevelLayout], provenance: dict, with_logvar: bool):
     """``create(path, lo, hi, extra)``: a new features file for rows ``lo:hi`` of ``rows``. A whole file (no
-    ``extra``) carries the labels and file names; a torchrun shard (``extra``: its place) carries latents only."""
+    ``extra``) carries the labels (classes, attributes, factors) and file names; a torchrun shard (``extra``: its
+    place) carries latents only."""
     def create(path: Path, lo: int = 0, hi: int = len(rows), extra: dict | None = None) -> FeaturesWriter:
         sel = rows[lo:hi]
         whole = extra is None
@@ -384,6 +385,8 @@ def _writer_factory(ds: Dataset, rows: np.ndarray, layouts: list[LevelLayout], p
             class_names=ds.class_names if whole else None,
             attributes=ds.attributes[sel] if whole and ds.attributes is not None else None,
             attribute_names=ds.attribute_names if whole else (),
+            factors=ds.factors[sel] if whole and ds.factors is not None else None,
+            factor_names=ds.factor_names if whole else (),
         )
 
     return create

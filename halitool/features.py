@@ -7,6 +7,7 @@
 /index/split            int8 [N]              0 train, 1 valid, 2 test; attrs names
 /labels/class           int64 [N]             (where the data set has classes); attrs names
 /labels/attributes      int8 [N, A]           0/1; attrs names
+/labels/factors         float32 [N, F]        (optional) continuous factors; attrs names, discrete (bool [F])
 /levels/<name>/mean     float32 [N, D]        attrs shape = the level's original shape
 /levels/<name>/logvar   float32 [N, D]        (optional)
 ```
@@ -135,6 +136,9 @@ class FeaturesWriter:
         class_names: Sequence[str] | None = None,
         attributes: np.ndarray | None = None,
         attribute_names: Sequence[str] = (),
+        factors: np.ndarray | None = None,
+        factor_names: Sequence[str] = (),
+        factor_discrete: Sequence[bool] | None = None,
     ) -> "FeaturesWriter":
         n = len(split)
         h5 = h5py.File(path, "w")
@@ -158,6 +162,11 @@ class FeaturesWriter:
             if attributes is not None:
                 ds_attr = group.create_dataset("attributes", data=np.asarray(attributes, dtype=np.int8))
                 ds_attr.attrs["names"] = list(attribute_names)
+            if factors is not None:
+                ds_factors = group.create_dataset("factors", data=np.asarray(factors, dtype=np.float32))
+                ds_factors.attrs["names"] = list(factor_names)
+                discrete = [False] * len(factor_names) if factor_discrete is None else list(factor_discrete)
+                ds_factors.attrs["discrete"] = np.asarray(discrete, dtype=bool)
             group = h5.create_group("levels")
             for level in levels:
                 lg = group.create_group(level.name)
@@ -255,6 +264,9 @@ def write_features(
     labels: np.ndarray | None = None,
     attributes: np.ndarray | None = None,
     attribute_names: Sequence[str] = (),
+    factors: np.ndarray | None = None,
+    factor_names: Sequence[str] = (),
+    factor_discrete: Sequence[bool] | None = None,
     sample_ids: np.ndarray | None = None,
     provenance: Mapping | None = None,
 ) -> Path:
@@ -267,6 +279,7 @@ def write_features(
         sample_ids=np.arange(n) if sample_ids is None else sample_ids,
         provenance=provenance or {}, labels=labels, class_names=class_names,
         attributes=attributes, attribute_names=attribute_names,
+        factors=factors, factor_names=factor_names, factor_discrete=factor_discrete,
     ) as writer:
         writer.write(0, levels)
         writer.finish()
@@ -355,6 +368,37 @@ class FeaturesFile:
         if "labels/attributes" not in self.h5:
             return []
         return [str(n) for n in self.h5["labels/attributes"].attrs["names"]]
+
+    @property
+    def factors(self) -> np.ndarray | None:
+        """float32 ``[N, F]``: the continuous (or declared discrete) factors, None where the file has none.
+        NaN or inf is BadInputError, as in :meth:`read_level`."""
+        if "labels/factors" not in self.h5:
+            return None
+        values = self.h5["labels/factors"][()].astype(np.float32, copy=False)
+        if not np.isfinite(values).all():
+            bad = (~np.isfinite(values)).any(axis=0)
+            names = [n for n, b in zip(self.factor_names, bad) if b]
+            raise BadInputError(f"{self.path}: labels/factors has NaN or inf values in {', '.join(names)}")
+        return values
+
+    @property
+    def factor_names(self) -> list[str]:
+        if "labels/factors" not in self.h5:
+            return []
+        names = np.atleast_1d(self.h5["labels/factors"].attrs["names"])  # one name may be stored as a scalar
+        return [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+
+    @property
+    def factor_discrete(self) -> list[bool]:
+        """Per factor, whether its values are categories (used as they are) rather than measurements (binned);
+        a file without the ``discrete`` attribute has measurements only."""
+        if "labels/factors" not in self.h5:
+            return []
+        discrete = self.h5["labels/factors"].attrs.get("discrete")
+        if discrete is None:
+            return [False] * len(self.factor_names)
+        return [bool(d) for d in np.atleast_1d(discrete)]
 
     # levels -------------------------------------------------------------------------------------
     @property
@@ -504,7 +548,7 @@ def _validate(path: Path, h5: h5py.File, allow_incomplete: bool) -> None:
         if mean.ndim != 2 or mean.shape[0] != n or mean.shape[1] != dim:
             raise BadInputError(f"{path}: level {name} holds an array of shape {tuple(int(s) for s in mean.shape)}, "
                                 f"expected ({n}, {dim}): {n} rows of its shape {shape} flattened")
-    for key in ("index/sample_id", "labels/class", "labels/attributes", "index/filename"):
+    for key in ("index/sample_id", "labels/class", "labels/attributes", "labels/factors", "index/filename"):
         if key in h5 and h5[key].shape[0] != n:
             raise BadInputError(f"{path}: {key} has {h5[key].shape[0]} rows, the index has {n}")
     if "labels/attributes" in h5:
@@ -512,6 +556,25 @@ def _validate(path: Path, h5: h5py.File, allow_incomplete: bool) -> None:
         names = attr.attrs.get("names")
         if attr.ndim != 2 or names is None or len(names) != attr.shape[1]:
             raise BadInputError(f"{path}: labels/attributes lacks one name per column")
+    if "labels/factors" in h5:
+        _validate_factors(path, h5["labels/factors"])
+
+
+def _validate_factors(path: Path, factors: h5py.Dataset) -> None:
+    """``/labels/factors``: a 2-D array of numbers with one distinct name and one discrete flag per column."""
+    if factors.ndim != 2 or factors.dtype.kind not in "fiu":
+        raise BadInputError(f"{path}: labels/factors holds {factors.dtype} values of shape "
+                            f"{tuple(int(s) for s in factors.shape)}, not numbers of shape (rows, factors)")
+    names = factors.attrs.get("names")
+    if names is None or len(np.atleast_1d(names)) != factors.shape[1]:
+        raise BadInputError(f"{path}: labels/factors lacks one name per column")
+    names = [n.decode() if isinstance(n, bytes) else str(n) for n in np.atleast_1d(names)]
+    if len(set(names)) != len(names):
+        raise BadInputError(f"{path}: labels/factors names a factor twice ({', '.join(names)})")
+    discrete = factors.attrs.get("discrete")
+    if discrete is not None and (len(np.atleast_1d(discrete)) != factors.shape[1]
+                                 or np.asarray(discrete).dtype.kind not in "biu"):
+        raise BadInputError(f"{path}: labels/factors' discrete attribute needs one true/false per column")
 
 
 def describe_features(path: Path) -> dict:
@@ -533,6 +596,7 @@ def describe_features(path: Path) -> dict:
             },
             "classes": f.class_names,
             "attributes": f.attribute_names,
+            "factors": f.factor_names,
             "has_filenames": "index/filename" in f.h5,
             "provenance": provenance,
         }

@@ -86,6 +86,34 @@ def probe_accuracy(result: dict, png_path: Path, force: bool = False) -> Path | 
     return _save(fig, Canvas, png_path, force)
 
 
+# disentanglement ----------------------------------------------------------------------------------------
+def mutual_information_heatmap(result: dict, png_path: Path, force: bool = False) -> Path | None:
+    """One heat map per level of a ``disentanglement`` result (with its ``mutual_information`` matrices):
+    factors down, the level's dimensions across, coloured by I(z_j; v_k) / H(v_k) from 0 to 1. None (nothing
+    written) when the result has no levels."""
+    Figure, Canvas = _figure_class("--plot")
+    levels = list(result["levels"].items())
+    if not levels:
+        return None
+    names = [f["name"] for f in result["factors"]]
+    entropies = [f["entropy"] for f in result["factors"]]
+    fig = Figure(figsize=(10, 0.6 + len(levels) * (0.9 + 0.28 * len(names))), dpi=DPI)
+    axes = fig.subplots(len(levels), 1, squeeze=False)[:, 0]
+    image = None
+    for ax, (level, r) in zip(axes, levels):
+        normalised = [[value / h for value in row] for row, h in zip(r["mutual_information"].tolist(), entropies)]
+        # nearest: a dimension is one column of colour, not a blend of its neighbours (z1 has hundreds)
+        image = ax.imshow(normalised, aspect="auto", interpolation="nearest", vmin=0.0, vmax=1.0, cmap="viridis")
+        ax.set_yticks(range(len(names)), [name[:22] for name in names], fontsize="small")
+        scores = ", ".join(f"{label} {r[key]:.3f}" for label, key in (("MIG", "mig"), ("MIG-sup", "mig_sup"))
+                           if _finite(r[key]))
+        ax.set_title(f"{level} ({r['dimensions']} dimensions{'; ' + scores if scores else ''})", loc="left",
+                     fontsize="medium")
+    axes[-1].set_xlabel("dimension (flattened, C order)")
+    fig.colorbar(image, ax=list(axes), label="I(z_j; v_k) / H(v_k)", fraction=0.03, pad=0.01)
+    return _save(fig, Canvas, png_path, force)
+
+
 # training curves ----------------------------------------------------------------------------------------
 def read_metrics(metrics_path: Path) -> list[dict]:
     """The JSON objects of a ``metrics.jsonl`` (blank lines skipped); a line that is not JSON is BadInputError."""

@@ -67,6 +67,30 @@ def test_attribute_table_for_mnist(tiny_checkpoint, mnist_dir, tmp_path):
         assert f.class_names == [str(c) for c in range(10)]
 
 
+def test_mnist_factors_are_the_measurements_the_attributes_threshold(tiny_checkpoint, mnist_dir, tmp_path):
+    from halitool.data.attributes import FACTOR_NAMES, MEASURED, measure_shapes
+
+    out = extract_features(tiny_checkpoint, f"mnist:{mnist_dir}", tmp_path / "f.h5", batch_size=100)["output"]
+    ds = open_dataset(f"mnist:{mnist_dir}")
+    shapes = measure_shapes(ds.images(ds.indices("all")))
+    with open_features(out) as f:
+        assert f.factor_names == list(FACTOR_NAMES) == ["thickness", "slant", "width", "vertical_spread", "ink_area"]
+        assert f.factor_discrete == [False] * 5
+        np.testing.assert_array_equal(f.factors, np.stack([shapes[name] for name in FACTOR_NAMES], axis=1))
+        # Each measured attribute is its factor above the training median: one definition, two views.
+        train = f.split == 0
+        for name, column in zip(MEASURED, f.factors.T):
+            expected = (column > np.median(column[train])).astype(np.int8)
+            np.testing.assert_array_equal(f.attributes[:, f.attribute_names.index(name)], expected)
+
+
+def test_a_split_keeps_the_factors_of_its_rows(tiny_checkpoint, mnist_dir, tmp_path):
+    full = extract_features(tiny_checkpoint, f"mnist:{mnist_dir}", tmp_path / "all.h5", batch_size=100)["output"]
+    test = extract_features(tiny_checkpoint, f"mnist:{mnist_dir}", tmp_path / "test.h5", split="test")["output"]
+    with open_features(full) as f, open_features(test) as t:
+        np.testing.assert_array_equal(t.factors, f.factors[f.rows("test")])
+
+
 def test_sample_latent_differs_from_mean_and_follows_the_seed(tiny_checkpoint, mnist_dir, tmp_path):
     spec = f"mnist:{mnist_dir}"
     files = {}

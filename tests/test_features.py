@@ -111,3 +111,63 @@ def test_to_pandas_without_labels_or_attributes(tmp_path):
         table = f.to_pandas(level="z2")
     assert table.columns.tolist() == ["split"] + [f"z2_{i}" for i in range(5)]
     assert table.index.tolist() == list(range(30))
+
+
+def test_factors_round_trip_with_names_and_discrete_flags(tmp_path):
+    factors = np.random.default_rng(1).normal(size=(30, 3)).astype(np.float32)
+    factors[:, 2] = np.arange(30) % 4  # a discrete factor: its values are categories
+    path = write_features(tmp_path / "f.h5", _arrays(), np.zeros(30, np.int8), factors=factors,
+                          factor_names=["size", "angle", "shape"], factor_discrete=[False, False, True])
+    with open_features(path) as f:
+        np.testing.assert_array_equal(f.factors, factors)
+        assert f.factors.dtype == np.float32
+        assert f.factor_names == ["size", "angle", "shape"] and f.factor_discrete == [False, False, True]
+    with h5py.File(path) as h5:
+        assert h5["labels/factors"].shape == (30, 3) and h5["labels/factors"].dtype == np.float32
+
+
+def test_a_file_without_factors_still_reads(tmp_path):
+    # Older writers made no /labels/factors: the file is as valid as before, with no factors.
+    path = write_features(tmp_path / "old.h5", _arrays(), np.zeros(30, np.int8), labels=np.arange(30) % 3)
+    with h5py.File(path) as h5:
+        assert "labels/factors" not in h5
+    with open_features(path) as f:
+        assert f.factors is None and f.factor_names == [] and f.factor_discrete == []
+        assert f.labels is not None
+
+
+def test_factors_without_the_discrete_attribute_are_measurements(tmp_path):
+    path = write_features(tmp_path / "f.h5", _arrays(), np.zeros(30, np.int8), factors=np.zeros((30, 2)),
+                          factor_names=["a", "b"])
+    with h5py.File(path, "a") as h5:
+        del h5["labels/factors"].attrs["discrete"]
+    with open_features(path) as f:
+        assert f.factor_discrete == [False, False]
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda h5: h5["labels/factors"].attrs.__setitem__("names", ["a"]), "lacks one name per column"),
+    (lambda h5: h5["labels/factors"].attrs.__delitem__("names"), "lacks one name per column"),
+    (lambda h5: h5["labels/factors"].attrs.__setitem__("names", ["a", "a"]), "names a factor twice"),
+    (lambda h5: h5["labels/factors"].attrs.__setitem__("discrete", [True]), "one true/false per column"),
+    (lambda h5: (h5.__delitem__("labels/factors"), h5.create_dataset("labels/factors", data=np.zeros((7, 2)))),
+     "labels/factors has 7 rows"),
+    (lambda h5: (h5.__delitem__("labels/factors"), h5.create_dataset("labels/factors", data=np.zeros(30))),
+     "not numbers of shape"),
+], ids=["too-few-names", "no-names", "repeated-name", "discrete-length", "row-count", "one-dimensional"])
+def test_bad_factors_are_refused_on_open(tmp_path, edit, message):
+    path = write_features(tmp_path / "f.h5", _arrays(), np.zeros(30, np.int8), factors=np.zeros((30, 2)),
+                          factor_names=["a", "b"])
+    with h5py.File(path, "a") as h5:
+        edit(h5)
+    with pytest.raises(BadInputError, match=message):
+        open_features(path)
+
+
+def test_nan_factors_refused_naming_the_factor(tmp_path):
+    factors = np.zeros((30, 2), np.float32)
+    factors[3, 1] = np.inf
+    path = write_features(tmp_path / "f.h5", _arrays(), np.zeros(30, np.int8), factors=factors,
+                          factor_names=["a", "b"])
+    with open_features(path) as f, pytest.raises(BadInputError, match="NaN or inf values in b"):
+        f.factors

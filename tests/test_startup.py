@@ -67,7 +67,8 @@ def test_importing_the_cli_imports_nothing_heavy(tmp_path):
 
 @pytest.mark.parametrize("args", [
     ["--help"], ["train", "--help"], ["extract", "--help"], ["inspect", "--help"], ["semisup", "--help"],
-    ["probe-attributes", "--help"], ["predict", "--help"], ["reconstruct", "--help"], ["data", "info", "--help"],
+    ["probe-attributes", "--help"], ["disentanglement", "--help"], ["predict", "--help"], ["reconstruct", "--help"],
+    ["data", "info", "--help"],
     ["info", "--help"],
 ], ids=lambda a: " ".join(a))
 def test_help_imports_nothing_heavy(tmp_path, args):

@@ -113,6 +113,8 @@ def _inspect_table(result: dict) -> Table:
     table.add_row("classes", ", ".join(result["classes"]) if result["classes"] is not None else "-")
     table.add_row("attributes", f"{len(result['attributes'])}: " + ", ".join(result["attributes"])
                   if result["attributes"] else "-")
+    table.add_row("factors", f"{len(result['factors'])}: " + ", ".join(result["factors"])
+                  if result["factors"] else "-")
     for key, value in result["provenance"].items():
         if key != "extract_options":  # resume bookkeeping, in the JSON output only
             table.add_row(key, _fmt(value))

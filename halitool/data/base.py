@@ -23,7 +23,8 @@ class Dataset:
     Images are uint8 arrays of shape ``[n, C, H, W]`` after the reader's preprocessing (recorded in
     ``preprocessing``), fetched by row index through :meth:`images` so that large data sets decode lazily.
     Row ``i`` has split ``split[i]`` (0 train, 1 valid, 2 test), a stable ``sample_ids[i]`` from the source,
-    and, where the source has them, a class label, a 0/1 attribute row and a file name.
+    and, where the source has them, a class label, a 0/1 attribute row, a row of continuous factors (float32
+    measurements, such as MNIST's stroke thickness) and a file name.
     """
 
     kind: str
@@ -36,6 +37,8 @@ class Dataset:
     class_names: list[str] | None = None
     attributes: np.ndarray | None = None
     attribute_names: list[str] = field(default_factory=list)
+    factors: np.ndarray | None = None
+    factor_names: list[str] = field(default_factory=list)
     filenames: list[str] | None = None
     preprocessing: dict = field(default_factory=dict)
     image_cache: Any = field(default=None, repr=False)  # the ImageCache serving ``loader``, if any
@@ -52,6 +55,10 @@ class Dataset:
             self.attributes = np.asarray(self.attributes, dtype=np.int8)
             if self.attributes.shape != (n, len(self.attribute_names)):
                 problems.append(f"attributes of shape {self.attributes.shape} for {len(self.attribute_names)} names")
+        if self.factors is not None:
+            self.factors = np.asarray(self.factors, dtype=np.float32)
+            if self.factors.shape != (n, len(self.factor_names)):
+                problems.append(f"factors of shape {self.factors.shape} for {len(self.factor_names)} names")
         if self.filenames is not None and len(self.filenames) != n:
             problems.append(f"{len(self.filenames)} file names")
         if problems:

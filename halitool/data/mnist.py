@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from halitool.data.attributes import digit_attributes, shape_attributes
+from halitool.data.attributes import FACTOR_NAMES, MEASURED, shape_factors, threshold_factors, with_class_attributes
 from halitool.data.base import SPLITS, Dataset, register_reader
 from halitool.data.idx import encode_idx, read_idx
 from halitool.errors import BadInputError
@@ -79,8 +79,9 @@ def open_mnist(root: Path) -> Dataset:
     """Train (split 0) then test (split 2); sample ids 0..N_train-1 then N_train.. for test.
 
     The attribute table holds measured shape properties of every image and, when the classes are digits
-    (:func:`classes_are_digits`), the properties of each digit's class (docs/attributes.md). Class names come
-    from ``classes.txt`` when the folder has one, else they are the label numbers.
+    (:func:`classes_are_digits`), the properties of each digit's class (docs/attributes.md); the factors are
+    the continuous measurements the measured attributes threshold. Class names come from ``classes.txt`` when
+    the folder has one, else they are the label numbers.
     """
     train_x, train_y = read_split(root, SPLIT_PREFIX["train"])
     test_x, test_y = read_split(root, SPLIT_PREFIX["test"])
@@ -93,10 +94,11 @@ def open_mnist(root: Path) -> Dataset:
     ).astype(np.int8)
     n_classes = int(labels.max()) + 1 if len(labels) else 0
     class_names = read_class_names(root, n_classes)
+    # Measured once: the continuous factors, and the attributes that threshold them.
+    factors = shape_factors(images[:, 0])
+    attributes, attribute_names = threshold_factors(factors, split), list(MEASURED)
     if classes_are_digits(train_y, class_names):
-        attributes, attribute_names = digit_attributes(images[:, 0], labels, split)
-    else:
-        attributes, attribute_names = shape_attributes(images[:, 0], split)
+        attributes, attribute_names = with_class_attributes(attributes, labels)
     return Dataset(
         kind="mnist",
         root=root,
@@ -108,5 +110,7 @@ def open_mnist(root: Path) -> Dataset:
         class_names=class_names[:n_classes] if class_names is not None else [str(c) for c in range(n_classes)],
         attributes=attributes,
         attribute_names=attribute_names,
+        factors=factors,
+        factor_names=list(FACTOR_NAMES),
         preprocessing={"source": "idx", "channels": 1, "size": list(images.shape[2:]), "value_range": [0, 255]},
     )

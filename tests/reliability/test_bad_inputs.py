@@ -640,6 +640,30 @@ def _(c):
     return ["probe-attributes", str(c.copy(c.a.bare_features, "bare.h5"))], ["bare.h5", "no attributes"]
 
 
+@case("features-no-factors/disentanglement", 3)
+def _(c):
+    return ["disentanglement", str(c.copy(c.a.bare_features, "bare.h5"))], ["bare.h5", "no factors"]
+
+
+@case("features-factors-without-names/disentanglement", 3)
+def _(c):
+    return (["disentanglement", str(c.features_with(lambda h5: h5["labels/factors"].attrs.__delitem__("names")))],
+            ["features.h5", "labels/factors", "one name per column"])
+
+
+@case("features-factors-nan/disentanglement", 3)
+def _(c):
+    def edit(h5):
+        h5["labels/factors"][2, 1] = np.nan
+
+    return ["disentanglement", str(c.features_with(edit))], ["features.h5", "NaN or inf", "slant"]
+
+
+@case("features-unknown-factor/disentanglement", 2)
+def _(c):
+    return ["disentanglement", str(c.a.features), "--factors", "thickness,weight"], ["--factors", "'weight'"]
+
+
 @case("features-missing/inspect", 3)
 def _(c):
     return ["inspect", str(c.inp / "gone.h5")], ["gone.h5", "not found"]
@@ -710,6 +734,12 @@ def _(c):
     (c.out / "p.csv").write_bytes(b"precious")
     return ["probe-attributes", str(c.a.features), "--format", "csv", "-o", str(c.out / "p.csv")], \
         ["p.csv", "--force"]
+
+
+@case("output-exists-no-force/disentanglement", 2)
+def _(c):
+    (c.out / "mi.csv").write_bytes(b"precious")
+    return ["disentanglement", str(c.a.features), "--mi-csv", str(c.out / "mi.csv")], ["mi.csv", "--force"]
 
 
 @case("output-exists-no-force/info", 2)
