@@ -257,11 +257,13 @@ def compare(base: str, repeats: int, argv: list[str], threads: int, base_precisi
     first = runs["this"][0]
     return {"compare": {"base": base, "base_commit": _commit(base), "this": this, "this_commit": _commit(this),
                         "repeats": repeats, "order": "base, this, base, this, ..."},
-            **{key: statistics.median(r[key] for rs in runs.values() for r in rs)
-               for key in ("matmul_flops_per_second", "matmul_flops_per_cpu_second")},
+            "matmul": {name: {"dtype": rs[0]["matmul_dtype"],
+                              **{key: statistics.median(r[key] for r in rs)
+                                 for key in ("matmul_flops_per_second", "matmul_flops_per_cpu_second")}}
+                       for name, rs in runs.items()},
             "hardware": first["hardware"], "cpu_count": first["cpu_count"], "torch_threads": first["torch_threads"],
             "precision": first["precision"], "base_precision": runs["base"][0]["precision"],
-            "matmul_dtype": first["matmul_dtype"], "load_average_1min_end": round(os.getloadavg()[0], 2), "archs": archs}
+            "load_average_1min_end": round(os.getloadavg()[0], 2), "archs": archs}
 
 
 def run(argv: list[str] | None = None) -> dict:
