@@ -21,11 +21,13 @@ core's second), and ``*_fraction_of_peak_cpu`` divides it by the matmul rate per
 
 ``--compare TREE`` runs the measurement in child processes, alternately with ``PYTHONPATH=TREE`` (a checkout of
 another commit: the baseline) and with this tree, ``--repeats`` times each, and reports each one's medians and the
-ratios this / baseline.
+ratios this / baseline (``--base-precision fp32`` with ``--precision bf16``: this tree's bf16 against the
+baseline's float32).
 
 Prints one JSON line. Usage:
     python benchmarks/train.py [--quick] [--arch mnist,celeba64] [--data mnist:DIR] [--threads 1]
     python benchmarks/train.py --compare /tmp/train-base --repeats 3 --data mnist:/work/data/mnist
+    python benchmarks/train.py --compare /tmp/train-base --precision bf16 --base-precision fp32 --arch mnist
 """
 
 from __future__ import annotations
@@ -233,13 +235,14 @@ def _commit(tree: str) -> str:
         return "not a git checkout"
 
 
-def compare(base: str, repeats: int, argv: list[str], threads: int) -> dict:
+def compare(base: str, repeats: int, argv: list[str], threads: int, base_precision: str | None = None) -> dict:
     """Children alternately on the baseline tree and this one; medians per tree and their ratios."""
     this = str(HERE.parent)
     runs = {"base": [], "this": []}
+    base_argv = [*argv, "--precision", base_precision] if base_precision else argv  # the last one given wins
     for _ in range(repeats):
-        for name, tree in (("base", base), ("this", this)):
-            runs[name].append(_child(tree, argv, threads))
+        for name, tree, tree_argv in (("base", base, base_argv), ("this", this, argv)):
+            runs[name].append(_child(tree, tree_argv, threads))
     archs = {}
     for arch in runs["this"][0]["archs"]:
         med = {name: {key: statistics.median(r["archs"][arch][key] for r in rs) for key in
@@ -249,15 +252,18 @@ def compare(base: str, repeats: int, argv: list[str], threads: int) -> dict:
             "base": med["base"], "this": med["this"],
             "speedup": {key: med["this"][key] / med["base"][key] for key in RATES},
             "runs": {name: [{key: r["archs"][arch][key] for key in RATES} for r in rs] for name, rs in runs.items()},
-            "batch_size": runs["this"][0]["archs"][arch]["batch_size"], "steps": runs["this"][0]["archs"][arch]["steps"],
+            **{key: runs["this"][0]["archs"][arch][key] for key in ("batch_size", "steps")},
         }
     first = runs["this"][0]
     return {"compare": {"base": base, "base_commit": _commit(base), "this": this, "this_commit": _commit(this),
                         "repeats": repeats, "order": "base, this, base, this, ..."},
-            **{key: statistics.median(r[key] for rs in runs.values() for r in rs)
-               for key in ("matmul_flops_per_second", "matmul_flops_per_cpu_second")},
+            "matmul": {name: {"dtype": rs[0]["matmul_dtype"],
+                              **{key: statistics.median(r[key] for r in rs)
+                                 for key in ("matmul_flops_per_second", "matmul_flops_per_cpu_second")}}
+                       for name, rs in runs.items()},
             "hardware": first["hardware"], "cpu_count": first["cpu_count"], "torch_threads": first["torch_threads"],
-            "precision": first["precision"], "matmul_dtype": first["matmul_dtype"], "load_average_1min_end": round(os.getloadavg()[0], 2), "archs": archs}
+            "precision": first["precision"], "base_precision": runs["base"][0]["precision"],
+            "load_average_1min_end": round(os.getloadavg()[0], 2), "archs": archs}
 
 
 def run(argv: list[str] | None = None) -> dict:
@@ -274,6 +280,8 @@ def run(argv: list[str] | None = None) -> dict:
     parser.add_argument("--compare", default=None, metavar="TREE",
                         help="Also measure the halitool of TREE (PYTHONPATH), alternating child processes.")
     parser.add_argument("--repeats", type=int, default=3, help="Children per tree with --compare [default: 3].")
+    parser.add_argument("--base-precision", choices=["fp32", "bf16"], default=None,
+                        help="With --compare: the baseline tree's precision [default: --precision].")
     args = parser.parse_args(argv)
     archs = [a.strip() for a in args.arch.split(",") if a.strip()]
     sizes = {arch: list((QUICK if args.quick else FULL).get(arch, FULL["celeba64"])) for arch in archs}
@@ -283,10 +291,10 @@ def run(argv: list[str] | None = None) -> dict:
             sizes[arch.strip()][index] = int(value)
     if args.compare:
         child_argv = list(argv if argv is not None else sys.argv[1:])
-        skip = {"--compare", "--repeats"}
+        skip = {"--compare", "--repeats", "--base-precision"}
         child_argv = [a for i, a in enumerate(child_argv)
                       if a not in skip and (i == 0 or child_argv[i - 1] not in skip)]
-        result = compare(args.compare, args.repeats, child_argv, args.threads)
+        result = compare(args.compare, args.repeats, child_argv, args.threads, args.base_precision)
     else:
         result = measure(archs, {a: tuple(s) for a, s in sizes.items()}, args.data, args.precision, args.threads,
                          args.device)

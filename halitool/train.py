@@ -126,9 +126,10 @@ def _interrupts_deferred():
 
 
 def _adam(params, lr: float, betas: tuple[float, float]) -> torch.optim.Adam:
-    """Adam with torch's fused kernel: the same update up to float rounding, in a fifth of the time of the
-    per-tensor loop on a CPU (docs/benchmarks.md, "Training throughput"). A resumed run keeps the kernel it was
-    started with (its saved parameter groups say which)."""
+    """Adam with torch's fused kernel: the same update up to float rounding, in about a quarter of the time of the
+    per-tensor loop on a CPU (docs/benchmarks.md, "Measurements behind the code"). It pairs the elements of a
+    parameter and its gradient by memory position: hand it gradients through :func:`_in_layout_of`. A resumed run
+    keeps the kernel it was started with (its saved parameter groups say which)."""
     return torch.optim.Adam(params, lr=lr, betas=betas, fused=True)
 
 

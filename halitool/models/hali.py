@@ -72,7 +72,8 @@ def _block(layer: nn.Module, width: int, leak: float, bn: bool) -> list[nn.Modul
 # Drop-in subclasses of the torch layers the networks are built from: the same parameters and tensor names, the
 # same values up to float rounding (the same dropout masks), faster on a CPU. A CPU training pass (train mode,
 # autograd on) runs channels-last, the layout oneDNN's convolutions are fastest in, and what would break that
-# layout keeps it. docs/benchmarks.md ("Training throughput") measures each path.
+# layout keeps it. docs/benchmarks.md measures each path ("Measurements behind the code") and the whole step
+# ("benchmarks/train.py").
 
 
 def _cpu_training_pass(module: nn.Module, x: Tensor) -> bool:
@@ -130,9 +131,9 @@ def _rand_draws_dropout_masks() -> bool:
 
     Where torch's CPU ``bernoulli_`` compares one 53-bit uniform per element, drawn in order from the default
     generator (one element at a time, under a lock: the slowest part of the discriminator's forward pass),
-    ``torch.rand`` in float64 draws the same uniforms about twice as fast. Where it does not (with MKL on Intel
-    CPUs it draws a stream of its own, in parallel), dropout stays torch's. Checked once per process, on a saved
-    and restored generator state."""
+    ``torch.rand`` in float64 draws the same uniforms faster (docs/benchmarks.md, "Measurements behind the
+    code"). Where it does not (with MKL on Intel CPUs it draws a stream of its own, in parallel), dropout stays
+    torch's. Checked once per process, on a saved and restored generator state."""
     state = torch.get_rng_state()
     try:
         torch.default_generator.manual_seed(0)
