@@ -44,19 +44,19 @@ def _stock_layers(monkeypatch):
     monkeypatch.setattr(hali, "_cpu_training_pass", lambda module, x: False)
 
 
-def _step(arch: str, objective: dict, n_classes: int, dtype: torch.dtype):
+def _step(arch: str, objective: dict, n_classes: int, dtype: torch.dtype, n_levels: int = 2):
     """One training step's losses and both players' gradients, as halitool.train's _update takes them."""
     before = torch.get_default_dtype()
     torch.set_default_dtype(dtype)  # the prior's draws too
     try:
-        return _step_in_default_dtype(arch, objective, n_classes, dtype)
+        return _step_in_default_dtype(arch, objective, n_classes, dtype, n_levels)
     finally:
         torch.set_default_dtype(before)
 
 
-def _step_in_default_dtype(arch: str, objective: dict, n_classes: int, dtype: torch.dtype):
+def _step_in_default_dtype(arch: str, objective: dict, n_classes: int, dtype: torch.dtype, n_levels: int):
     torch.manual_seed(0)
-    model = build_model(ModelConfig(arch=arch, n_levels=2, n_classes=n_classes, **objective)).to(dtype).train()
+    model = build_model(ModelConfig(arch=arch, n_levels=n_levels, n_classes=n_classes, **objective)).to(dtype).train()
     gen = torch.Generator().manual_seed(1)
     x = torch.rand(6, *model.image_shape, generator=gen, dtype=dtype)
     labelled = ((torch.rand(4, *model.image_shape, generator=gen, dtype=dtype), torch.tensor([0, 1, 2, 1]))
@@ -96,6 +96,23 @@ def test_a_training_step_equals_the_one_with_torchs_own_layers(arch, objective, 
     # (Biases right before a batch norm have an exact gradient of 0; in float32 theirs is rounding noise.)
     for mine, theirs in zip(fast_grads, stock_grads, strict=True):
         assert torch.allclose(mine, theirs, rtol=rtol, atol=atol * scale * (1 if dtype == torch.float64 else 100))
+
+
+@pytest.mark.parametrize("arch", ["tiny", "tiny-mlp"])
+def test_a_deep_hierarchy_step_equals_the_one_with_torchs_own_layers(arch, monkeypatch):
+    """Four levels (main's --n-levels beyond two): the vector levels' layers too, in float64."""
+    fast_model, fast, fast_grads = _step(arch, RECOMMENDED_OBJECTIVE, 0, torch.float64, n_levels=4)
+    with monkeypatch.context() as patch:
+        _stock_layers(patch)
+        stock_model, stock, stock_grads = _step(arch, RECOMMENDED_OBJECTIVE, 0, torch.float64, n_levels=4)
+    assert fast_model.config.n_levels == 4 and len(fast_model.config.z_dims) == 3
+    assert fast_model.state_dict().keys() == stock_model.state_dict().keys()
+    assert fast.keys() == stock.keys() and "posterior.z4.0" in fast
+    for name in stock:
+        assert torch.allclose(fast[name], stock[name], rtol=1e-6, atol=1e-9), name
+    scale = max(float(g.abs().max()) for g in stock_grads)
+    for mine, theirs in zip(fast_grads, stock_grads, strict=True):
+        assert torch.allclose(mine, theirs, rtol=1e-6, atol=1e-9 * scale)
 
 
 def test_dropout_draws_torchs_masks_in_the_logical_order_of_any_layout():
