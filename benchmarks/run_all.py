@@ -1,6 +1,6 @@
-"""Run the extract, probe, semisup and startup benchmarks, each against its baseline and its limit, in this process
-(startup times child processes); print one JSON document (machine, date, commit, device, and per benchmark its
-numbers).
+"""Run the extract, probe, semisup, startup and train benchmarks, each against its baseline and its limit, in this
+process (startup times child processes); print one JSON document (machine, date, commit, device, and per benchmark
+its numbers).
 
     python benchmarks/run_all.py                 # quick sizes (about 5-10 minutes on two busy CPU cores)
     python benchmarks/run_all.py --full          # full sizes: MNIST 70,000, CelebA-sized probe, 60,000-row semisup
@@ -10,10 +10,11 @@ Quick: extract --quick (10,000 MNIST images from IDX) and --celeba-synthetic 2,0
 --sklearn-subset 4 (50,000 x 256, 40 attributes x 8 C; scikit-learn timed on 4 attributes, scaled);
 semisup --quick (10,000 + 2,000 synthetic rows, 10 seeds, scikit-learn LabelSpreading on 2 seeds); startup
 (`halitool --help`, `inspect`, `data info` in fresh processes against `python -c pass` and `import torch`) 10 runs
-each.
+each; train --quick (halitool train vs a plain loop of the same model: mnist 30 steps at batch 100, celeba64 4
+steps at batch 32 on synthetic images, one torch thread).
 Full: extract (70,000 MNIST) and --celeba-synthetic 202,599; probe at CelebA's sizes (162,770 x 1,024,
 40 attributes x 10 C, scikit-learn on 2 attributes); semisup on 60,000 + 10,000 rows, 10 seeds (scikit-learn on 2
-seeds); startup 30 runs each.
+seeds); startup 30 runs each; train: mnist 200 steps, celeba64 20 steps at batch 64.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import extract as extract_benchmark  # noqa: E402
 import probe as probe_benchmark  # noqa: E402
 import semisup as semisup_benchmark  # noqa: E402
 import startup as startup_benchmark  # noqa: E402
+import train as train_benchmark  # noqa: E402
 import torch  # noqa: E402
 from limits import machine  # noqa: E402
 
@@ -65,6 +67,7 @@ def plan(full: bool, device: str, threads: int, mnist: str) -> dict[str, tuple]:
             "probe": (probe_benchmark, ["--sklearn-subset", "2", "--c-values", "10", *thread, *dev]),
             "semisup": (semisup_benchmark, ["--seeds", "10", "--baseline-seeds", "2"]),
             "startup": (startup_benchmark, ["--repeats", "30"]),
+            "train": (train_benchmark, [*data, *dev]),
         }
     return {
         "extract_mnist": (extract_benchmark, ["--quick", *data, *dev]),
@@ -72,6 +75,7 @@ def plan(full: bool, device: str, threads: int, mnist: str) -> dict[str, tuple]:
         "probe": (probe_benchmark, ["--quick", "--sklearn-subset", "4", *thread, *dev]),
         "semisup": (semisup_benchmark, ["--quick", "--seeds", "10", "--baseline-seeds", "2"]),
         "startup": (startup_benchmark, ["--repeats", "10"]),
+        "train": (train_benchmark, ["--quick", *data, *dev]),
     }
 
 
@@ -80,7 +84,7 @@ def main(argv=None) -> None:
     parser.add_argument("--full", action="store_true", help="full sizes instead of the quick ones")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda [default: auto]")
     parser.add_argument("--only", default=None, help="comma-separated subset of: extract_mnist, "
-                        "extract_celeba_cache, probe, semisup, startup")
+                        "extract_celeba_cache, probe, semisup, startup, train")
     parser.add_argument("--mnist", default="mnist", help="SPEC of the MNIST IDX files [default: mnist]")
     parser.add_argument("--threads", type=int, default=0, help="torch threads of the probe solver [default: torch's]")
     args = parser.parse_args(argv)

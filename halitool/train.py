@@ -132,6 +132,22 @@ def _interrupts_deferred():
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
+def _adam(params, lr: float, betas: tuple[float, float]) -> torch.optim.Adam:
+    """Adam with torch's fused kernel: the same update up to float rounding, in about a quarter of the time of the
+    per-tensor loop on a CPU (docs/benchmarks.md, "Measurements behind the code"). It pairs the elements of a
+    parameter and its gradient by memory position: hand it gradients through :func:`_in_layout_of`. A resumed run
+    keeps the kernel it was started with (its saved parameter groups say which)."""
+    return torch.optim.Adam(params, lr=lr, betas=betas, fused=True)
+
+
+def _in_layout_of(grads, params) -> list[torch.Tensor]:
+    """Each gradient in its parameter's memory layout. A channels-last training pass (halitool.models.hali,
+    "faster layers") gives some convolution weights channels-last gradients, and the fused Adam kernel pairs the
+    elements of a parameter and its gradient by memory position: with different layouts it would update every
+    weight with another weight's gradient."""
+    return [g if g.stride() == p.stride() else torch.empty_like(p).copy_(g) for g, p in zip(grads, params)]
+
+
 def _options_json(opts: TrainOptions) -> dict:
     return {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v)
             for k, v in dataclasses.asdict(opts).items()}
@@ -282,8 +298,8 @@ class _Run:
         self.model = model = build_model(self.config).to(self.device)
         model.train()
         self.lr_d = opts.lr_d if opts.lr_d is not None else opts.lr
-        self.opt_d = torch.optim.Adam(model.discriminator.parameters(), lr=self.lr_d, betas=(opts.beta1, opts.beta2))
-        self.opt_g = torch.optim.Adam(model.generator_parameters(), lr=opts.lr, betas=(opts.beta1, opts.beta2))
+        self.opt_d = _adam(model.discriminator.parameters(), self.lr_d, (opts.beta1, opts.beta2))
+        self.opt_g = _adam(model.generator_parameters(), opts.lr, (opts.beta1, opts.beta2))
         self.d_params = list(model.discriminator.parameters())
         self.g_params = model.generator_parameters()
         # The weights' moving average (--ema): what evaluation, pictures and the checkpoint use; training moves
@@ -397,8 +413,8 @@ class _Run:
                     if self.last_good is not None else "no checkpoint was written")
             raise HalitoolError(f"{self.out}: training diverged at step {self.step + 1}: "
                                 + ", ".join(f"{k} = {v}" for k, v in bad.items()) + f"; {kept}")
-        d_grads = torch.autograd.grad(losses["d_loss"], self.d_params, retain_graph=True)
-        g_grads = torch.autograd.grad(losses["g_loss"], self.g_params)
+        d_grads = _in_layout_of(torch.autograd.grad(losses["d_loss"], self.d_params, retain_graph=True), self.d_params)
+        g_grads = _in_layout_of(torch.autograd.grad(losses["g_loss"], self.g_params), self.g_params)
         self.group.average([*d_grads, *g_grads])
         for p, g in zip(self.d_params, d_grads):
             p.grad = g

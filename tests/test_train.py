@@ -225,3 +225,67 @@ def test_training_without_matplotlib_still_trains_and_says_why_there_are_no_curv
     assert (run / "model.safetensors").is_file() and not (run / "curves.png").exists()
     assert summary["steps"] == 2 and summary["curves"] is None
     assert len(summary["notes"]) == 1 and "pip install 'halitool[plot]'" in summary["notes"][0]
+
+
+def test_an_update_moves_the_weights_as_torchs_per_tensor_adam_would(mnist_dir, tmp_path):
+    """The gradients of a (channels-last) training pass reach the fused Adam kernel in their parameters' layout:
+    one update equals the one torch's per-tensor Adam makes from the same gradients."""
+    import copy
+
+    from halitool.distributed import ProcessGroup
+    from halitool.train import TrainOptions, _Run
+
+    opts = TrainOptions(data=f"mnist:{mnist_dir}", out=tmp_path / "run", arch="tiny", batch_size=50, seed=3)
+    run = _Run(opts, torch.device("cpu"), ProcessGroup())
+    x, shown = run._batch()
+    reference = copy.deepcopy(run.model)
+    d_params, g_params = list(reference.discriminator.parameters()), reference.generator_parameters()
+    state = torch.get_rng_state()
+    losses = reference.losses(x)
+    d_grads = torch.autograd.grad(losses["d_loss"], d_params, retain_graph=True)
+    g_grads = torch.autograd.grad(losses["g_loss"], g_params)
+    assert any(g.stride() != p.stride() for g, p in zip(d_grads + g_grads, d_params + g_params))  # the hazard
+    for params, grads, lr in ((d_params, d_grads, run.lr_d), (g_params, g_grads, opts.lr)):
+        for p, g in zip(params, grads):
+            p.grad = g
+        torch.optim.Adam(params, lr=lr, betas=(opts.beta1, opts.beta2), foreach=False).step()
+    torch.set_rng_state(state)
+    run._update(x, shown)
+    mine = dict(run.model.named_parameters())
+    for name, theirs in reference.named_parameters():
+        assert torch.allclose(mine[name], theirs, rtol=1e-5, atol=1e-7), name
+
+
+def test_ctrl_c_while_the_curves_are_drawn_waits_for_the_figure_then_resumes_exactly(mnist_dir, tmp_path,
+                                                                                    monkeypatch):
+    """The kill trials' SIGINT can land while curves.png is drawn (inside matplotlib's first import, which an
+    interrupt left half-done: exit 1). It is held until the figure is written, then ends the run with exit 130,
+    and --resume from that checkpoint reaches the uninterrupted run's weights."""
+    import os
+    import signal
+
+    from halitool import plots
+
+    args = ("--steps", "4", "--checkpoint-every", "2", "--sample-every", "1000")
+    assert _train(mnist_dir, tmp_path / "full", *args)[0] == 0
+    draw = plots.training_curves
+    drawn: list[int] = []
+
+    def interrupted_drawing(*a, **k):
+        os.kill(os.getpid(), signal.SIGINT)  # arrives now; without the hold it is raised here, before the figure
+        path = draw(*a, **k)
+        drawn.append(1)
+        return path
+
+    monkeypatch.setattr(plots, "training_curves", interrupted_drawing)
+    code, _, stderr = _train(mnist_dir, tmp_path / "part", *args)
+    monkeypatch.setattr(plots, "training_curves", draw)
+    assert code == 130 and "interrupted" in stderr, (code, stderr)
+    assert drawn == [1] and (tmp_path / "part" / "curves.png").is_file()  # the figure was finished first
+    assert load_checkpoint(tmp_path / "part" / "model.safetensors").training["steps"] == 2
+    code, _, stderr = _train(mnist_dir, tmp_path / "part", *args, "--resume")
+    assert code == 0, stderr
+    full = load_file(str(tmp_path / "full" / "model.safetensors"))
+    part = load_file(str(tmp_path / "part" / "model.safetensors"))
+    for name in full:
+        assert torch.equal(full[name], part[name]), name

@@ -20,6 +20,7 @@ Public inputs and outputs are float images in [0, 1], shape [n, C, H, W]; networ
 from __future__ import annotations
 
 import copy
+import functools
 from typing import NamedTuple
 
 import torch
@@ -100,7 +101,165 @@ class ClassStyleHead(GaussianHead):
 
 
 def _block(layer: nn.Module, width: int, leak: float, bn: bool) -> list[nn.Module]:
-    return [layer, *([nn.BatchNorm2d(width)] if bn else []), nn.LeakyReLU(leak)]
+    return [layer, *([nn.BatchNorm2d(width)] if bn else []), LeakyReLU(leak)]
+
+
+# ----------------------------------------------------------------------------------------- faster layers
+# Drop-in subclasses of the torch layers the networks are built from: the same parameters and tensor names, the
+# same values up to float rounding (the same dropout masks), faster on a CPU. A CPU training pass (train mode,
+# autograd on) runs channels-last, the layout oneDNN's convolutions are fastest in, and what would break that
+# layout keeps it. docs/benchmarks.md measures each path ("Measurements behind the code") and the whole step
+# ("benchmarks/train.py").
+
+
+def _cpu_training_pass(module: nn.Module, x: Tensor) -> bool:
+    return x.device.type == "cpu" and module.training and torch.is_grad_enabled()
+
+
+def _is_channels_last(x: Tensor) -> bool:
+    return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+
+
+class LeakyReLU(nn.LeakyReLU):
+    """``nn.LeakyReLU`` that overwrites its input unless the input is a view.
+
+    Every one follows a convolution, linear layer or batch norm, whose output is a tensor of its own that its
+    backward pass does not read, so no new activation buffer is needed (on a CPU, first-touch page faults on new
+    buffers cost as much as the activation itself). A view (the matrix-product paths below return some) is left
+    alone: overwriting it would make autograd copy its base."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.leaky_relu(x, self.negative_slope, inplace=self.inplace or x._base is None)
+
+
+class _FlattenKeepingLayout(torch.autograd.Function):
+    """``x.reshape(n, -1)`` whose gradient comes back channels-last, as ``x`` is: the layers before then see one
+    layout (mixing layouts makes every elementwise kernel strided, several times slower)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        ctx.shape = x.shape
+        return x.reshape(x.shape[0], -1)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        return grad.reshape(ctx.shape).contiguous(memory_format=torch.channels_last)
+
+
+def _flatten(x: Tensor) -> Tensor:
+    if _is_channels_last(x) and x.requires_grad and torch.is_grad_enabled():
+        return _FlattenKeepingLayout.apply(x)
+    return x.reshape(x.shape[0], -1)
+
+
+class Flatten(nn.Flatten):
+    """``nn.Flatten()`` whose gradient keeps a channels-last input's layout."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.start_dim == 1 and self.end_dim == -1 and x.dim() >= 2:
+            return _flatten(x)
+        return super().forward(x)
+
+
+@functools.cache
+def _rand_draws_dropout_masks() -> bool:
+    """Whether ``torch.rand(shape, dtype=float64) < 1 - p`` draws exactly the masks of torch's CPU dropout here.
+
+    Where torch's CPU ``bernoulli_`` compares one 53-bit uniform per element, drawn in order from the default
+    generator (one element at a time, under a lock: the slowest part of the discriminator's forward pass),
+    ``torch.rand`` in float64 draws the same uniforms faster (docs/benchmarks.md, "Measurements behind the
+    code"). Where it does not (with MKL on Intel CPUs it draws a stream of its own, in parallel), dropout stays
+    torch's. Checked once per process, on a saved and restored generator state."""
+    state = torch.get_rng_state()
+    try:
+        torch.default_generator.manual_seed(0)
+        stock = F.dropout(torch.ones(4096), 0.5, True) > 0
+        torch.default_generator.manual_seed(0)
+        mine = torch.rand(4096, dtype=torch.float64) < 0.5
+    finally:
+        torch.set_rng_state(state)
+    return torch.equal(stock, mine)
+
+
+class Dropout(nn.Dropout):
+    """``nn.Dropout`` with the same masks, drawn faster on the CPU (:func:`_rand_draws_dropout_masks`).
+
+    The mask is drawn in the logical (NCHW) order of the input whatever its memory layout, so a channels-last
+    tensor is dropped exactly as its contiguous copy would be; the output keeps the input's layout."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        p = self.p
+        if (not self.training or p == 0.0 or self.inplace or x.device.type != "cpu"
+                or not _rand_draws_dropout_masks()):
+            return super().forward(x)
+        keep = torch.rand(x.shape, dtype=torch.float64) < 1 - p
+        noise = keep.to(x.dtype, memory_format=torch.channels_last if _is_channels_last(x) else torch.preserve_format)
+        noise.div_(1 - p)  # as torch's dropout: x * (mask / (1 - p))
+        return x * noise
+
+
+def _plain(layer: nn.Module, x: Tensor) -> bool:
+    """A 2-d convolution without groups, dilation or output padding, on a CPU batch."""
+    return (x.device.type == "cpu" and x.dim() == 4 and layer.groups == 1 and tuple(layer.dilation) == (1, 1)
+            and layer.padding_mode == "zeros" and not isinstance(layer.padding, str)
+            and tuple(getattr(layer, "output_padding", (0, 0))) == (0, 0))
+
+
+class Conv2d(nn.Conv2d):
+    """``nn.Conv2d`` with two faster CPU paths:
+
+    - a convolution whose kernel covers its whole unpadded input is one matrix product (oneDNN runs it several
+      times slower, as :class:`_FullExtentLinear` notes);
+    - in a training pass, one with a single input channel (an image's first layer) is unfold and one matrix
+      product, its output channels-last (oneDNN's backward pass for it runs at a few GFLOP/s).
+    """
+
+    def _conv_forward(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        if _plain(self, x):
+            n, k = x.shape[0], tuple(self.kernel_size)
+            if tuple(self.padding) == (0, 0) and tuple(x.shape[2:]) == k:
+                return F.linear(_flatten(x), weight.reshape(weight.shape[0], -1), bias)[:, :, None, None]
+            if self.in_channels == 1 and _cpu_training_pass(self, x):
+                (h, w), (sh, sw), (ph, pw) = x.shape[2:], self.stride, self.padding
+                ho, wo = (h + 2 * ph - k[0]) // sh + 1, (w + 2 * pw - k[1]) // sw + 1
+                cols = F.unfold(x, k, padding=self.padding, stride=self.stride)  # [n, kh kw, ho wo]
+                out = torch.matmul(cols.transpose(1, 2), weight.reshape(weight.shape[0], -1).t())  # [n, ho wo, out]
+                if bias is not None:
+                    out = out + bias
+                return out.view(n, ho, wo, -1).permute(0, 3, 1, 2)  # [n, out, ho, wo], channels-last
+        return super()._conv_forward(x, weight, bias)
+
+
+class ConvTranspose2d(nn.ConvTranspose2d):
+    """``nn.ConvTranspose2d`` with two faster CPU paths:
+
+    - from a 1x1 input it is one matrix product (channels-last in a training pass);
+    - to a single output channel (an image's last layer) it is one matrix product and fold (oneDNN runs it at a
+      few GFLOP/s).
+    """
+
+    def forward(self, x: Tensor, output_size=None) -> Tensor:
+        if output_size is None and _plain(self, x):
+            (n, cin, h, w), (kh, kw) = x.shape, self.kernel_size
+            weight, bias = self.weight, self.bias
+            if (h, w) == (1, 1) and tuple(self.padding) == (0, 0):
+                if _cpu_training_pass(self, x):
+                    out = x.reshape(n, cin) @ weight.permute(0, 2, 3, 1).reshape(cin, -1)  # [n, kh kw out]
+                    out = out.view(n, kh, kw, -1).permute(0, 3, 1, 2)  # [n, out, kh, kw], channels-last
+                else:
+                    out = (x.reshape(n, cin) @ weight.reshape(cin, -1)).view(n, -1, kh, kw)
+                return out if bias is None else out + bias.view(1, -1, 1, 1)
+            if self.out_channels == 1:
+                (sh, sw), (ph, pw) = self.stride, self.padding
+                if _is_channels_last(x):
+                    rows = x.permute(0, 2, 3, 1).reshape(n, h * w, cin)  # a view
+                    cols = torch.matmul(rows, weight.reshape(cin, kh * kw)).transpose(1, 2)  # [n, kh kw, h w]
+                else:
+                    cols = torch.matmul(weight.reshape(cin, kh * kw).t(), x.reshape(n, cin, h * w))
+                size = ((h - 1) * sh - 2 * ph + kh, (w - 1) * sw - 2 * pw + kw)
+                out = F.fold(cols, size, (kh, kw), padding=self.padding, stride=self.stride)
+                return out if bias is None else out + bias.view(1, -1, 1, 1)
+        return super().forward(x, output_size)
 
 
 class GaussianNoise(nn.Module):
@@ -111,7 +270,7 @@ class GaussianNoise(nn.Module):
         self.std = std
 
     def forward(self, h: Tensor) -> Tensor:
-        return h + self.std * torch.randn_like(h) if self.training else h
+        return h + self.std * torch.randn(h.shape, dtype=h.dtype, device=h.device) if self.training else h
 
 
 def _d_block(layer: nn.Module, width: int, leak: float, dropout: float, bn: bool = False,
@@ -119,16 +278,16 @@ def _d_block(layer: nn.Module, width: int, leak: float, dropout: float, bn: bool
     # ALI: dropout on the inputs of every discriminator layer; the semi-supervised GAN: Gaussian noise there too.
     # (The noise module exists only when asked for: a module shifts the index, so the tensor names, of the layers
     # after it, and checkpoints without it must keep theirs.)
-    regularise = [nn.Dropout(dropout), *([GaussianNoise(noise)] if noise > 0 else [])]
-    return [*regularise, layer, *([nn.BatchNorm2d(width)] if bn else []), nn.LeakyReLU(leak)]
+    regularise = [Dropout(dropout), *([GaussianNoise(noise)] if noise > 0 else [])]
+    return [*regularise, layer, *([nn.BatchNorm2d(width)] if bn else []), LeakyReLU(leak)]
 
 
 def _down2(cin: int, cout: int) -> nn.Conv2d:
-    return nn.Conv2d(cin, cout, 4, stride=2, padding=1)
+    return Conv2d(cin, cout, 4, stride=2, padding=1)
 
 
 def _up2(cin: int, cout: int, bias: bool = True) -> nn.ConvTranspose2d:
-    return nn.ConvTranspose2d(cin, cout, 4, stride=2, padding=1, bias=bias)
+    return ConvTranspose2d(cin, cout, 4, stride=2, padding=1, bias=bias)
 
 
 class DiscriminatorOutput(NamedTuple):
@@ -163,7 +322,7 @@ class Discriminator(nn.Module):
         c, w = arch.image_shape[0], arch.x_widths
         layers: list[nn.Module] = []
         if arch.kind == "mlp":
-            layers, cin = [nn.Flatten()], c * arch.image_shape[1] * arch.image_shape[2]
+            layers, cin = [Flatten()], c * arch.image_shape[1] * arch.image_shape[2]
             for i, width in enumerate(arch.d_x_widths):
                 # The first layer's input noise is the instance noise the training loss adds to x.
                 layers += _d_block(nn.Linear(cin, width), width, leak, dropout, noise=noise if i > 0 else 0.0)
@@ -179,35 +338,35 @@ class Discriminator(nn.Module):
             x_features = w[-1] * (arch.image_shape[1] // 2 ** len(w)) * (arch.image_shape[2] // 2 ** len(w))
             layers, cin = [], w[-1] + arch.z1_channels
             for width in arch.d_z1_widths:
-                layers += block(nn.Conv2d(cin, width, 3, padding=1), width)
+                layers += block(Conv2d(cin, width, 3, padding=1), width)
                 cin = width
             for width in arch.down_widths:
                 layers += block(_down2(cin, width), width)
                 cin = width
             k = arch.z1_size[0] // 2 ** len(arch.down_widths)
-            layers += block(nn.Conv2d(cin, hid, k), hid)
-            self.z1 = nn.Sequential(*layers, nn.Flatten())
+            layers += block(Conv2d(cin, hid, k), hid)
+            self.z1 = nn.Sequential(*layers, Flatten())
         self.z = nn.ModuleList(nn.Sequential(*block(nn.Linear(d, hid), hid), *block(nn.Linear(hid, hid), hid))
                                for d in z_dims)
         self.join = nn.ModuleList(nn.Sequential(*block(nn.Linear(2 * hid, hid), hid)) for _ in self.z)
         head = block(nn.Linear(hid, hid), hid)
         self.n_features = len(head)  # out[:n_features] gives the features, the rest the logit(s)
-        self.out = nn.Sequential(*head, nn.Dropout(dropout), *([GaussianNoise(noise)] if noise > 0 else []),
+        self.out = nn.Sequential(*head, Dropout(dropout), *([GaussianNoise(noise)] if noise > 0 else []),
                                  nn.Linear(hid, max(1, n_classes)))
         self.n_classes = n_classes
         self.unary = unary
         if unary:
             z1c = arch.z1_channels
-            self.unary_x = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(x_features, 1))
+            self.unary_x = nn.Sequential(Flatten(), Dropout(dropout), nn.Linear(x_features, 1))
             if arch.kind == "mlp":
-                self.unary_z1 = nn.Sequential(*block(nn.Linear(z1c, hid), hid), nn.Dropout(dropout), nn.Linear(hid, 1))
+                self.unary_z1 = nn.Sequential(*block(nn.Linear(z1c, hid), hid), Dropout(dropout), nn.Linear(hid, 1))
             else:
                 h1, w1 = arch.z1_size
-                self.unary_z1 = nn.Sequential(*block(nn.Conv2d(z1c, arch.d_z1_widths[0], 3, padding=1),
+                self.unary_z1 = nn.Sequential(*block(Conv2d(z1c, arch.d_z1_widths[0], 3, padding=1),
                                                      arch.d_z1_widths[0]),
-                                              nn.Flatten(), nn.Dropout(dropout),
+                                              Flatten(), Dropout(dropout),
                                               nn.Linear(arch.d_z1_widths[0] * h1 * w1, 1))
-            self.unary_z = nn.ModuleList(nn.Sequential(nn.Dropout(dropout), nn.Linear(hid, 1)) for _ in self.z)
+            self.unary_z = nn.ModuleList(nn.Sequential(Dropout(dropout), nn.Linear(hid, 1)) for _ in self.z)
         if normalised:
             from torch.nn.utils import parametrizations
 
@@ -308,14 +467,14 @@ class HALI(nn.Module):
         """q(z1|x), p(x|z1) and (L >= 2) q(z2|z1), p(z1|z2) of an ``mlp`` architecture."""
         c, h, w = arch.image_shape
         dims = [c * h * w, *arch.x_widths]
-        layers: list[nn.Module] = [nn.Flatten()]
+        layers: list[nn.Module] = [Flatten()]
         for d_in, d_out in zip(dims, dims[1:]):
-            layers += [nn.Linear(d_in, d_out), nn.BatchNorm1d(d_out), nn.LeakyReLU(leak)]
+            layers += [nn.Linear(d_in, d_out), nn.BatchNorm1d(d_out), LeakyReLU(leak)]
         encoders: list[nn.Module] = [GaussianHead(nn.Sequential(*layers, nn.Linear(dims[-1], 2 * arch.z1_channels)))]
         dims = [arch.z1_channels, *reversed(arch.x_widths)]
         layers = []
         for d_in, d_out in zip(dims, dims[1:]):
-            layers += [nn.Linear(d_in, d_out), nn.BatchNorm1d(d_out), nn.LeakyReLU(leak)]
+            layers += [nn.Linear(d_in, d_out), nn.BatchNorm1d(d_out), LeakyReLU(leak)]
         layers += [nn.Linear(dims[-1], c * h * w, bias=False), nn.Unflatten(1, (c, h, w))]
         decoders: list[nn.Module] = [PixelDecoder(nn.Sequential(*layers), arch.image_shape)]
         if z_dims:
@@ -333,9 +492,9 @@ class HALI(nn.Module):
         layers: list[nn.Module] = []
         for i, width in enumerate(xw):
             layers += _block(_down2(c if i == 0 else xw[i - 1], width), width, leak, bn=True)
-        encoders = [GaussianHead(nn.Sequential(*layers, nn.Conv2d(xw[-1], 2 * z1c, 3, padding=1)))]
+        encoders = [GaussianHead(nn.Sequential(*layers, Conv2d(xw[-1], 2 * z1c, 3, padding=1)))]
         # p(x | z1): deterministic; per-pixel output bias as ALI
-        layers = _block(nn.Conv2d(z1c, xw[-1], 3, padding=1), xw[-1], leak, bn=True)
+        layers = _block(Conv2d(z1c, xw[-1], 3, padding=1), xw[-1], leak, bn=True)
         for i in range(len(xw) - 1, 0, -1):
             layers += _block(_up2(xw[i], xw[i - 1]), xw[i - 1], leak, bn=True)
         decoders: list[nn.Module] = [PixelDecoder(nn.Sequential(*layers, _up2(xw[0], c, bias=False)), arch.image_shape)]
@@ -347,16 +506,16 @@ class HALI(nn.Module):
             for width in dw:
                 layers += _block(_down2(cin, width), width, leak, bn=True)
                 cin = width
-            layers += _block(nn.Conv2d(cin, arch.hidden, k), arch.hidden, leak, bn=True)
-            encoders.append(GaussianHead(nn.Sequential(*layers, nn.Flatten(), nn.Linear(arch.hidden, 2 * z_dims[0]))))
+            layers += _block(Conv2d(cin, arch.hidden, k), arch.hidden, leak, bn=True)
+            encoders.append(GaussianHead(nn.Sequential(*layers, Flatten(), nn.Linear(arch.hidden, 2 * z_dims[0]))))
             # p(z1 | z2): the mirror image
             top = dw[-1] if dw else xw[-1]
             layers = [nn.Unflatten(1, (z_dims[0], 1, 1))]
-            layers += _block(nn.ConvTranspose2d(z_dims[0], top, k), top, leak, bn=True)
+            layers += _block(ConvTranspose2d(z_dims[0], top, k), top, leak, bn=True)
             for i in range(len(dw) - 1, -1, -1):
                 out = dw[i - 1] if i > 0 else xw[-1]
                 layers += _block(_up2(dw[i], out), out, leak, bn=True)
-            decoders.append(GaussianHead(nn.Sequential(*layers, nn.Conv2d(xw[-1], 2 * z1c, 3, padding=1))))
+            decoders.append(GaussianHead(nn.Sequential(*layers, Conv2d(xw[-1], 2 * z1c, 3, padding=1))))
         return encoders, decoders
 
     # ----------------------------------------------------------------------------------------------- set-up
@@ -523,12 +682,14 @@ class HALI(nn.Module):
             raise ValueError("labelled images need a semi-supervised model (n_classes > 0)")
         m = 0 if labelled is None else labelled[0].shape[0]
         x_in = x if labelled is None else torch.cat([x, labelled[0]])
+        if self.arch.kind == "conv" and _cpu_training_pass(self, x_in):
+            x_in = x_in.contiguous(memory_format=torch.channels_last)  # see "faster layers" above
         zq, stats = self.encode_chain(x_in, "sample")
         xp, zp = self.decode_levels(self.level_names[-1], self.sample_prior(n), "sample")
         # Every tuple in one batch: one pass, and batch norm sees the same statistics for all.
         x_all = torch.cat([x_in, xp]) * 2 - 1
         if cfg.instance_noise > 0:
-            x_all = x_all + cfg.instance_noise * torch.randn_like(x_all)
+            x_all = x_all + cfg.instance_noise * torch.randn(x_all.shape, dtype=x_all.dtype, device=x_all.device)
         z_all = [torch.cat([zq[name], zp[name]]) for name in self.level_names]
         if cfg.level_dropout > 0:
             # Some tuples show the discriminator x alone (every level zeroed), so its image path must learn both
@@ -613,7 +774,7 @@ class PixelDecoder(nn.Module):
 
 
 def _mlp(d_in: int, hidden: int, d_out: int, leak: float) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(d_in, hidden), nn.BatchNorm1d(hidden), nn.LeakyReLU(leak), nn.Linear(hidden, d_out))
+    return nn.Sequential(nn.Linear(d_in, hidden), nn.BatchNorm1d(hidden), LeakyReLU(leak), nn.Linear(hidden, d_out))
 
 
 def images_to_input(images, device: torch.device | str | None = None, non_blocking: bool = False) -> Tensor:
