@@ -5,10 +5,11 @@ Metadata keys: ``format`` = ``halitool-checkpoint``, ``format_version`` = ``1``,
 ``training`` and ``metrics`` (JSON objects). Loading rebuilds the model from ``config`` alone and loads the
 tensors strictly.
 
-Optional classifier section (a semi-supervised model, ``config.n_classes`` K > 0, and only then): metadata
-``classifier``, a JSON object with ``classes`` (K names, in logit order), ``class_values`` (the data set's label
-of each) and ``labelled`` (the draw the model was trained with: ``n``, ``seed``, ``indices_sha256``). Its tensors
-are the discriminator's: the last layer of ``discriminator.out`` gives the K class logits (documented in
+Optional classifier section (a semi-supervised model: ``config.n_classes`` K > 0, always; a class latent of K
+values, ``config.class_latent``, when it was trained with labels): metadata ``classifier``, a JSON object with
+``classes`` (K names, in logit order), ``class_values`` (the data set's label of each) and ``labelled`` (the draw
+the model was trained with: ``n``, ``seed``, ``indices_sha256``). Its tensors are the discriminator's (the last
+layer of ``discriminator.out`` gives the K class logits) or, with a class latent, the top encoder's (documented in
 :mod:`halitool.models.hali`). A checkpoint without the section loads as before; one whose section and config
 disagree is refused. Plain PyTorch state dicts (``.pt``) are read only through ``torch.load(weights_only=True)``.
 """

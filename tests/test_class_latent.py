@@ -168,6 +168,11 @@ def test_labelled_class_latent_has_a_classifier_section_predict_and_cluster_use(
     labels = ds.labels[ds.indices("test")]
     error = 100 * np.mean(np.array(predicted, dtype=int) != labels)
     assert result["classifier_error"] == pytest.approx(error)
+    # semisup's adversarial protocol evaluates it for its own draw, beside the other protocols.
+    code, stdout, stderr = run_cli(["semisup", str(ckpt), "--data", f"mnist:{mnist_dir}", "--protocol", "adversarial",
+                                    "--labels", "10", "--seeds", "1", "--seed-base", "0", "--format", "json"])
+    assert code == 0, stderr
+    assert json.loads(stdout)["runs"][0]["error"] == pytest.approx(error)
 
 
 def test_class_latent_usage_errors(mnist_dir, tmp_path, tiny_checkpoint):
