@@ -143,7 +143,8 @@ def test_unsupervised_class_latent_trains_clusters_and_samples_one_class(mnist_d
     assert result["cluster_accuracy"] == pytest.approx(100 * cluster_accuracy(assigned, ds.labels[rows])[0])
     code, stdout, stderr = run_cli(["sample", str(ckpt), "--class", "3", "-n", "4", "-o", str(tmp_path / "s.png"),
                                     "--format", "json"])
-    assert code == 0, stderr and json.loads(stdout)["class"] == 3
+    assert code == 0, stderr
+    assert json.loads(stdout)["class"] == 3
     code, _, stderr = run_cli(["sample", str(ckpt), "--class", "10", "-o", str(tmp_path / "t.png")])
     assert code == 2 and "0 to 9" in stderr and not (tmp_path / "t.png").exists()
 

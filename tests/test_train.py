@@ -289,3 +289,35 @@ def test_ctrl_c_while_the_curves_are_drawn_waits_for_the_figure_then_resumes_exa
     part = load_file(str(tmp_path / "part" / "model.safetensors"))
     for name in full:
         assert torch.equal(full[name], part[name]), name
+
+
+def test_a_six_level_model_goes_through_every_command(mnist_dir, tmp_path):
+    """Deep hierarchies end to end: train with --z-dims, then reconstruct, sample, interpolate, extract, probe
+    and disentanglement see all six levels."""
+    out = tmp_path / "deep"
+    code, _, stderr = run_cli(["train", "--data", f"mnist:{mnist_dir}", "--arch", "tiny-mlp", "--n-levels", "6",
+                               "--z-dims", "6,5,4,3,2", "--steps", "2", "--batch-size", "50", "--out", str(out)])
+    assert code == 0, stderr
+    ckpt = str(out / "model.safetensors")
+    assert load_checkpoint(ckpt).config.z_dims == (6, 5, 4, 3, 2)
+    levels = [f"z{i}" for i in range(1, 7)]
+    code, stdout, stderr = run_cli(["reconstruct", ckpt, "--data", f"mnist:{mnist_dir}", "-o", str(tmp_path / "r.png"),
+                                    "-n", "2", "--format", "json"])
+    assert code == 0, stderr
+    assert list(json.loads(stdout)["levels"]) == levels
+    code, _, stderr = run_cli(["sample", ckpt, "-n", "4", "-o", str(tmp_path / "s.png")])
+    assert code == 0, stderr
+    code, _, stderr = run_cli(["interpolate", ckpt, "--data", f"mnist:{mnist_dir}", "-o", str(tmp_path / "i.png"),
+                               "--pairs", "1", "--steps", "3"])
+    assert code == 0, stderr
+    features = tmp_path / "f.h5"
+    code, _, stderr = run_cli(["extract", ckpt, "--data", f"mnist:{mnist_dir}", "-o", str(features)])
+    assert code == 0, stderr
+    code, stdout, stderr = run_cli(["probe-attributes", str(features), "--levels", "z6,z1+z6", "--C-grid", "1e-1:1e1:2",
+                                    "--no-pixel-baseline", "--format", "json"])
+    assert code == 0, stderr
+    assert set(json.loads(stdout)["levels"]) == {"z6", "z1+z6"}
+    code, stdout, stderr = run_cli(["disentanglement", str(features), "--format", "json"])
+    assert code == 0, stderr
+    assert list(json.loads(stdout)["levels"]) == levels
+    assert json.loads(stdout)["levels"]["z6"]["dimensions"] == 2

@@ -993,7 +993,8 @@ def test_odd_paths_work(name, assets, tmp_path):
     assert json.loads(stdout)["n_samples"] == 80
     png = folder / f"samples {name}.png"
     code, stdout, stderr = run_cli(["-q", "sample", str(ckpt), "-o", str(png), "-n", "4", "--format", "json"])
-    assert code == 0, stderr and png.stat().st_size > 0
+    assert code == 0, stderr
+    assert png.stat().st_size > 0
     report = folder / f"semisup {name}.json"
     code, _, stderr = run_cli(["-q", "semisup", str(out), "--labels", "10", "--seeds", "1", "-o", str(report)])
     assert code == 0, stderr
