@@ -26,7 +26,7 @@ from halitool.runtime import command_line
 @count_option("--batch-size", 100, "Images per step (the global batch under torchrun).")
 @click.option("--lr", type=float, default=None,
               help="Adam learning rate (the encoders and decoders; the discriminator too unless --lr-d) "
-                   "[default: 3e-4; with --labels the semi-supervised recipe's, 1e-3].")
+                   "[default: 3e-4; with --labels and no --class-latent the semi-supervised recipe's, 1e-3].")
 @click.option("--beta1", type=float, default=0.5)
 @click.option("--beta2", type=float, default=0.999)
 @seed_option("Seed of the initialisation, the data order, noise and dropout.")
@@ -43,8 +43,8 @@ from halitool.runtime import command_line
               "with --labels the labelled images teach it their class. 0: none.", minimum=0)
 @count_option("--labels", None,
               "Semi-supervised: N labelled training images (N/classes per class, the draw `halitool semisup` "
-              "makes for --label-seed); the discriminator learns K class logits and the checkpoint gets a "
-              "classifier.")
+              "makes for --label-seed); the discriminator learns K class logits (with --class-latent: the class "
+              "latent learns their class) and the checkpoint gets a classifier.")
 @click.option("--init-from", metavar="CHECKPOINT", default=None,
               help="Start from this checkpoint's tensors where name and shape match (e.g. a semi-supervised run "
                    "from an unsupervised model of the same architecture); the rest starts fresh.")
@@ -76,7 +76,7 @@ from halitool.runtime import command_line
               help="Fraction of tuples whose levels are zeroed in the discriminator's input (it sees x alone).")
 @click.option("--ema", type=click.FloatRange(0.0, 1.0, max_open=True), default=None,
               help="Decay of an exponential moving average of the weights (e.g. 0.999): evaluation, pictures and "
-                   "the checkpoint use the average; 0 keeps the raw weights [default: 0; with --labels 0.999].")
+                   "the checkpoint use the average; 0 keeps the raw weights [default: 0; with --labels and no --class-latent 0.999].")
 @click.option("--val-size", type=int, default=None,
               help="Hold the last N images of the train split out of training, for --eval-every and --keep best "
                    "[default: 1,000, or a tenth of a smaller train split].")

@@ -3,7 +3,9 @@ discriminator over the whole tuple (x, z1, ..., zL). L = 1 is ALI.
 
 Tensor names in checkpoints (stable, part of checkpoint format v1):
 
-- ``encoders.{l-1}.*``   q(z_l | z_l-1), with z_0 = x; its last layer gives (mean, logvar) of z_l
+- ``encoders.{l-1}.*``   q(z_l | z_l-1), with z_0 = x; its last layer gives (mean, logvar) of z_l (with a class
+                         latent the top one's first K "mean" outputs are the logits of y, its first K "logvar"
+                         outputs are unused: :class:`ClassStyleHead`)
 - ``decoders.0.*``       p(x | z1), deterministic, with ``decoders.0.pixel_bias`` the per-pixel output log-odds
 - ``decoders.{l-1}.*``   p(z_l-1 | z_l) for l >= 2; its last layer gives (mean, logvar) of z_l-1
 - ``discriminator.*``    ``x`` (the net on x), ``z1`` (joins z1), ``z.{i}`` and ``join.{i}`` (one per vector
