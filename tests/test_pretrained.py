@@ -62,3 +62,18 @@ def test_hali_mnist_ssl100_answers_only_for_its_own_draw():
                                   *extra, "--format", "json"])
         assert code == 2 and out == "", err
         assert "labelled draw of --labels 100 --seed-base 0" in err
+
+
+def test_hali_mnist_6level_has_six_levels_by_the_width_rule_and_matches_its_card():
+    loaded = load_checkpoint("hali-mnist-6level")
+    assert loaded.config.n_levels == 6 and loaded.config.z_dims == (64, 32, 16, 8, 8)
+    assert loaded.model.level_shapes["z6"] == (8,)
+    card = CARD.read_text()
+    assert loaded.sha256 in card
+    assert loaded.training["command"] in re.sub(r"\s*\\\n\s*", " ", card)
+    x = torch.rand(3, 1, 28, 28)
+    loaded.model.eval()
+    with torch.no_grad():
+        for level in loaded.model.level_names:
+            assert loaded.model.reconstruct(x, level).shape == x.shape
+    assert resolve_checkpoint("hali-mnist-6level").stat().st_size < 100_000_000
