@@ -121,15 +121,21 @@ def _init_from(model: HALI, checkpoint: str) -> dict:
 
 @contextlib.contextmanager
 def _interrupts_deferred():
-    """SIGINT blocked for the block's duration (main thread, POSIX); one that arrived is delivered at its end."""
-    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+    """Ctrl-C held for the block's duration (main thread): a SIGINT that arrives meanwhile is recorded, and raised
+    again through the previous handler when the block ends. A Python-level handler, not a blocked signal mask: the
+    kernel may deliver a process's SIGINT to any thread that does not block it (a progress display's refresh
+    thread), and Python then interrupts the main thread all the same."""
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    arrived: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: arrived.append(signum))
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        signal.signal(signal.SIGINT, previous)
+        if arrived:
+            signal.raise_signal(signal.SIGINT)
 
 
 def _adam(params, lr: float, betas: tuple[float, float]) -> torch.optim.Adam:
