@@ -46,7 +46,7 @@ def cluster(checkpoint: str, data_spec: str, *, split: str = "test", device: str
 
     from halitool.checkpoint import load_checkpoint
     from halitool.data import open_dataset
-    from halitool.predict import class_probabilities
+    from halitool.predict import class_probabilities, split_rows
     from halitool.runtime import resolve_device
 
     start = time.perf_counter()
@@ -55,14 +55,9 @@ def cluster(checkpoint: str, data_spec: str, *, split: str = "test", device: str
     if not k:
         raise BadInputError(f"{loaded.path}: the model has no class latent (train with --class-latent K)")
     ds = open_dataset(data_spec)
-    if tuple(ds.image_shape) != tuple(loaded.model.image_shape):
-        raise BadInputError(f"{ds.root}: images are {tuple(ds.image_shape)} (C, H, W) but {loaded.path} expects "
-                            f"{tuple(loaded.model.image_shape)}")
+    rows = split_rows(loaded, ds, split)
     if ds.labels is None:
         raise BadInputError(f"{ds.root}: the data set has no labels to score the clusters against")
-    rows = ds.indices(split)
-    if len(rows) == 0:
-        raise BadInputError(f"{ds.root}: the {split} split has no images")
     assigned = class_probabilities(loaded.model, ds, rows, batch_size, on_batch).argmax(axis=1)
     labels = ds.labels[rows]
     accuracy, mapping = cluster_accuracy(assigned, labels)

@@ -48,18 +48,25 @@ def predict(checkpoint: str, data_spec: str, *, split: str = "test", device: str
     return {**result, "data": data_spec, "seconds": round(time.perf_counter() - start, 3)}
 
 
-def predict_loaded(loaded, ds, *, split: str = "test", batch_size: int = 500, on_batch=None) -> dict:
-    """Classify every image of ``split`` of the data set ``ds`` with the loaded checkpoint ``loaded``: sample ids,
-    predicted class names, probabilities, and the accuracy where the data set has labels (None otherwise)."""
-    if loaded.classifier is None:
-        raise BadInputError(f"{loaded.path}: has no classifier (it was trained without --labels); "
-                            "halitool semisup evaluates such a model's features")
+def split_rows(loaded, ds, split: str) -> np.ndarray:
+    """The rows of ``split`` of ``ds`` for the loaded checkpoint: BadInputError if its images are not the shape
+    the model takes or the split is empty."""
     if tuple(ds.image_shape) != tuple(loaded.model.image_shape):
         raise BadInputError(f"{ds.root}: images are {tuple(ds.image_shape)} (C, H, W) but {loaded.path} expects "
                             f"{tuple(loaded.model.image_shape)}")
     rows = ds.indices(split)
     if len(rows) == 0:
         raise BadInputError(f"{ds.root}: the {split} split has no images")
+    return rows
+
+
+def predict_loaded(loaded, ds, *, split: str = "test", batch_size: int = 500, on_batch=None) -> dict:
+    """Classify every image of ``split`` of the data set ``ds`` with the loaded checkpoint ``loaded``: sample ids,
+    predicted class names, probabilities, and the accuracy where the data set has labels (None otherwise)."""
+    if loaded.classifier is None:
+        raise BadInputError(f"{loaded.path}: has no classifier (it was trained without --labels); "
+                            "halitool semisup evaluates such a model's features")
+    rows = split_rows(loaded, ds, split)
     probabilities = class_probabilities(loaded.model, ds, rows, batch_size, on_batch)
     section = loaded.classifier
     winner = probabilities.argmax(axis=1)

@@ -55,6 +55,12 @@ SEMI_SUPERVISED_LR = 1e-3  # the semi-supervised recipe's learning rate and weig
 SEMI_SUPERVISED_EMA = 0.999
 
 
+def semi_supervised_discriminator(labels: int | None, class_latent: int) -> bool:
+    """Whether labels teach the discriminator's K class logits, with the semi-supervised recipe's objective,
+    learning rate and weight average (not with a class latent, which takes the labels instead)."""
+    return labels is not None and not class_latent
+
+
 @dataclass(frozen=True)
 class TrainOptions:
     data: str
@@ -98,8 +104,7 @@ class TrainOptions:
 
     @property
     def semi_supervised_discriminator(self) -> bool:
-        """Labels teach the discriminator's K class logits (without a class latent, which takes them instead)."""
-        return self.labels is not None and not self.class_latent
+        return semi_supervised_discriminator(self.labels, self.class_latent)
 
 
 def _init_from(model: HALI, checkpoint: str) -> dict:

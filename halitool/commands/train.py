@@ -101,18 +101,16 @@ def train_command(**kwargs):
       halitool train --data celeba:/data/celeba --arch celeba64 --device cuda --precision bf16 --out runs/celeba
       torchrun --nproc-per-node=4 -m halitool train --data celeba:/data/celeba --arch celeba64 --out runs/c4
     """
-    from halitool.train import TrainOptions, train
-
     from halitool.models.config import PAPER_OBJECTIVE
+    from halitool.train import (
+        DEFAULT_LR, SEMI_SUPERVISED_EMA, SEMI_SUPERVISED_LR, TrainOptions, semi_supervised_discriminator, train,
+    )
 
+    recipe = semi_supervised_discriminator(kwargs["labels"], kwargs["class_latent"])
     if kwargs["lr"] is None:
-        from halitool.train import DEFAULT_LR, SEMI_SUPERVISED_LR
-
-        kwargs["lr"] = SEMI_SUPERVISED_LR if kwargs["labels"] is not None and not kwargs["class_latent"] else DEFAULT_LR
+        kwargs["lr"] = SEMI_SUPERVISED_LR if recipe else DEFAULT_LR
     if kwargs["ema"] is None:
-        from halitool.train import SEMI_SUPERVISED_EMA
-
-        kwargs["ema"] = SEMI_SUPERVISED_EMA if kwargs["labels"] is not None and not kwargs["class_latent"] else 0.0
+        kwargs["ema"] = SEMI_SUPERVISED_EMA if recipe else 0.0
     preset = kwargs.pop("objective")
     levers = {name: kwargs.pop(name) for name in PAPER_OBJECTIVE}
     # No preset named: TrainOptions takes the default one (semi-supervised with --labels, else recommended).

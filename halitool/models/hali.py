@@ -74,6 +74,12 @@ class GaussianHead(nn.Module):
 _MIN_CLASS_VARIANCE = 1e-8
 
 
+def class_log_probabilities(top: Tensor, n_classes: int) -> Tensor:
+    """log q(y | .) [n, K] from a class-latent level's values (its first K coordinates: probabilities, or a
+    one-hot draw), in float32, floored so that a zero probability has a finite log."""
+    return top[:, :n_classes].float().clamp(min=1e-12).log()
+
+
 class ClassStyleHead(GaussianHead):
     """The top encoder of a model with a class latent: q(y | h) a K-way categorical and q(style | h) Gaussian.
 
@@ -651,7 +657,7 @@ class HALI(nn.Module):
             raise ValueError("this model has no classifier (it was trained without labels)")
         zs = self.encode(x) if means is None else means
         if k:
-            return zs[self.level_names[-1]][:, :k].float().clamp(min=1e-12).log()
+            return class_log_probabilities(zs[self.level_names[-1]], k)
         return self.discriminator.evaluate(x * 2 - 1, [zs[name] for name in self.level_names]).class_logits
 
     def discriminate(self, x: Tensor, zs: dict[str, Tensor]) -> Tensor:
@@ -750,11 +756,10 @@ class HALI(nn.Module):
             z_hat = self.encode(xp)[top].float()  # posterior means up the chain
             out["cycle"] = F.mse_loss(z_hat[:, k:], zp[top][:, k:].float())
             if k:  # the class the image was drawn from, recovered by q(y | x) (InfoGAN's mutual-information term)
-                out["cycle"] = out["cycle"] + F.nll_loss(z_hat[:, :k].clamp(min=1e-12).log(), zp[top][:, :k].argmax(1))
+                out["cycle"] = out["cycle"] + F.nll_loss(class_log_probabilities(z_hat, k), zp[top][:, :k].argmax(1))
             g_loss = g_loss + cfg.cycle_weight * out["cycle"]
         if class_labelled is not None:
-            p = self.encode(class_labelled[0])[top][:, :k].float()
-            out["ce"] = F.nll_loss(p.clamp(min=1e-12).log(), class_labelled[1])
+            out["ce"] = F.nll_loss(class_log_probabilities(self.encode(class_labelled[0])[top], k), class_labelled[1])
             g_loss = g_loss + out["ce"]
         out["d_loss"], out["g_loss"] = d_loss, g_loss
         out["s_q"], out["s_p"] = out["s_q.joint"], out["s_p.joint"]
