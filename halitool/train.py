@@ -225,6 +225,9 @@ def check_options(opts: TrainOptions) -> None:
         raise UsageError(f"--class-latent must be 0 (none) or at least 2 classes, not {opts.class_latent}")
     if opts.class_latent and opts.n_levels < 2:
         raise UsageError("--class-latent needs --n-levels 2 or more (the top level holds the class)")
+    for name in ("imsat_weight", "vat_eps"):
+        if opts.objective.get(name) and not opts.class_latent:
+            raise UsageError(f"--{name.replace('_', '-')} acts on the class latent's q(y|x): it needs --class-latent K")
     if opts.labels is not None and opts.labels < 1:
         raise UsageError(f"--labels must be at least 1, not {opts.labels}")
     if not 1 <= opts.n_levels <= MAX_LEVELS:
@@ -526,7 +529,7 @@ class _Run:
         }
 
 
-LOSS_NAMES = ("d_loss", "g_loss", "adv", "fm", "ce", "entropy", "recon", "recon2", "cycle", "r1")
+LOSS_NAMES = ("d_loss", "g_loss", "adv", "fm", "ce", "entropy", "recon", "recon2", "cycle", "r1", "vat", "information")
 
 
 @dataclass(frozen=True)

@@ -113,6 +113,56 @@ def test_the_cycle_is_the_style_mse_plus_the_cross_entropy_of_the_drawn_class(mo
     assert float(out["cycle"].detach()) == pytest.approx(float(expected), rel=1e-5)
 
 
+def test_imsat_information_term_is_conditional_minus_four_marginal_entropies_by_hand():
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(arch="tiny-mlp", n_levels=2, class_latent=3, imsat_weight=1.0)).eval()
+    x = torch.rand(8, 1, 28, 28)
+    vat, information = model.imsat_terms(x)
+    p = model.class_probabilities(x).detach().double().numpy()
+    conditional = -(p * np.log(p)).sum(axis=1).mean()
+    marginal = p.mean(axis=0)
+    assert float(information) == pytest.approx(conditional + 4 * (marginal * np.log(marginal)).sum(), rel=1e-5)
+    assert float(vat) == 0.0  # no radius: the smoothness term is off
+
+
+def test_imsat_virtual_adversarial_direction_moves_q_more_than_random_ones():
+    torch.manual_seed(0)
+    eps = 0.5
+    model = build_model(ModelConfig(arch="tiny-mlp", n_levels=2, class_latent=4, imsat_weight=1.0,
+                                    vat_eps=eps)).eval()
+    with torch.no_grad():  # larger weights than the initialisation's, so q(y | x) is not flat
+        for layer in model.encoders.modules():
+            if isinstance(layer, torch.nn.Linear):
+                layer.weight.mul_(5)
+    x = torch.rand(16, 1, 28, 28)
+    vat, _ = model.imsat_terms(x)
+    p = model.class_probabilities(x).detach()
+
+    def kl(r):
+        q = model.class_probabilities(x + r).detach()
+        return float((p * (p.clamp(min=1e-12).log() - q.clamp(min=1e-12).log())).sum(dim=1).mean())
+
+    random_kls = []
+    for _ in range(20):
+        r = torch.randn_like(x)
+        random_kls.append(kl(eps * r / r.flatten(1).norm(dim=1).view(-1, 1, 1, 1)))
+    assert float(vat) > 0 and float(vat) > 3 * max(random_kls)
+
+
+def test_imsat_trains_the_encoders_only_and_checks_its_model():
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(arch="tiny-mlp", n_levels=2, class_latent=3, imsat_weight=1.0, vat_eps=1.0))
+    out = model.losses(torch.rand(6, 1, 28, 28))
+    assert {"vat", "information"} <= set(out)
+    terms = out["vat"] + out["information"]
+    for part, reached in ((model.encoders, True), (model.decoders, False), (model.discriminator, False)):
+        grads = torch.autograd.grad(terms, list(part.parameters()), allow_unused=True, retain_graph=True)
+        assert any(g is not None and g.abs().sum() > 0 for g in grads) == reached
+    with pytest.raises(BadInputError, match="class latent"):
+        ModelConfig(arch="tiny-mlp", n_levels=2, imsat_weight=1.0)
+    old = {k: v for k, v in ModelConfig(arch="tiny").to_dict().items() if k not in ("imsat_weight", "vat_eps")}
+    assert ModelConfig.from_dict(old) == ModelConfig(arch="tiny")  # checkpoints from before the levers
+
 # ------------------------------------------------------------------------------------------ the commands
 def _train(mnist_dir, out, *extra):
     return run_cli(["train", "--data", f"mnist:{mnist_dir}", "--arch", "tiny-mlp", "--out", str(out),
@@ -177,6 +227,10 @@ def test_labelled_class_latent_has_a_classifier_section_predict_and_cluster_use(
 
 
 def test_class_latent_usage_errors(mnist_dir, tmp_path, tiny_checkpoint):
+    code, _, stderr = run_cli(["train", "--data", f"mnist:{mnist_dir}", "--arch", "tiny-mlp", "--steps", "1",
+                               "--imsat-weight", "1", "--out", str(tmp_path / "i")])
+    assert code == 2 and "--imsat-weight" in stderr and "--class-latent" in stderr
+    assert not (tmp_path / "i").exists()
     code, _, stderr = _train(mnist_dir, tmp_path / "a", "--n-levels", "1")
     assert code == 2 and "--n-levels 2 or more" in stderr
     code, _, stderr = _train(mnist_dir, tmp_path / "b", "--labels", "10", "--class-latent", "3")

@@ -72,6 +72,12 @@ from halitool.runtime import command_line
                    "instead of playing the adversarial loss.")
 @click.option("--entropy-weight", type=float, default=None,
               help="Semi-supervised: weight of the class prediction's entropy on unlabelled images (minimised).")
+@click.option("--imsat-weight", type=float, default=None,
+              help="Class latent: weight of IMSAT's regulariser on q(y|x) of the real images (virtual adversarial "
+                   "smoothness plus confident, balanced clusters), minimised by the encoders.")
+@click.option("--vat-eps", type=float, default=None,
+              help="Class latent: radius (L2, pixels in [0, 1]) of the virtual adversarial perturbation of "
+                   "--imsat-weight's smoothness term; 0 leaves it out.")
 @click.option("--level-dropout", type=click.FloatRange(0.0, 1.0, max_open=True), default=None,
               help="Fraction of tuples whose levels are zeroed in the discriminator's input (it sees x alone).")
 @click.option("--ema", type=click.FloatRange(0.0, 1.0, max_open=True), default=None,

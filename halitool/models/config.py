@@ -182,7 +182,7 @@ def get_architecture(name: str) -> Architecture:
 LEGACY = {"spectral_norm": False, "instance_noise": 0.0, "r1_weight": 0.0, "unary_scores": False,
           "recon2_weight": 0.0, "cycle_weight": 0.0, "weight_norm": False, "d_noise": 0.0,
           "feature_matching": False, "n_classes": 0, "entropy_weight": 0.0,
-          "level_dropout": 0.0, "z_dims": None, "class_latent": 0}
+          "level_dropout": 0.0, "z_dims": None, "class_latent": 0, "imsat_weight": 0.0, "vat_eps": 0.0}
 
 
 @dataclass(frozen=True)
@@ -219,6 +219,13 @@ class ModelConfig:
       inference tuples, minimised by the discriminator (entropy minimisation, Grandvalet & Bengio 2005).
     - ``level_dropout``: the fraction of tuples (of every kind) whose levels are all zeroed in the
       discriminator's input during training, so that it sees x alone.
+    - ``imsat_weight``: (class latent) weight of an information-maximising regulariser on q(y | x) of the
+      real images (IMSAT, Hu et al. 2017), minimised by the encoders: the virtual adversarial smoothness term
+      (``vat_eps`` below) plus 0.1 x (H(y | x) - 4 H(y)), the entropies over the batch; so the encoder's y
+      partitions the data into confident, balanced clusters that small changes of an image do not move.
+    - ``vat_eps``: the radius (L2, in [0, 1] pixel units) of the virtual adversarial perturbation (Miyato et
+      al. 2018) of that smoothness term: the KL divergence of q(y | x + r) from q(y | x) for the r of this norm
+      that changes q(y | x) most; 0 leaves the information term alone.
 
     ``n_classes`` K > 0 makes the model semi-supervised: the joint discriminator gives K class logits, and its
     joint score (inference tuple against generative tuple) is their log-sum-exp, the "fake" logit being fixed at 0.
@@ -252,6 +259,8 @@ class ModelConfig:
     level_dropout: float = 0.0
     z_dims: tuple[int, ...] | None = None
     class_latent: int = 0
+    imsat_weight: float = 0.0
+    vat_eps: float = 0.0
 
     def __post_init__(self) -> None:
         arch = get_architecture(self.arch)
@@ -277,12 +286,15 @@ class ModelConfig:
         if isinstance(self.n_classes, bool) or not isinstance(self.n_classes, int) or self.n_classes < 0 \
                 or self.n_classes == 1:
             raise BadInputError(f"n_classes must be 0 (unsupervised) or at least 2, not {self.n_classes!r}")
+        if (self.imsat_weight or self.vat_eps) and not k:
+            raise BadInputError("imsat_weight and vat_eps apply to a model with a class latent (train with "
+                                "--class-latent)")
         if self.entropy_weight and not self.n_classes:
             raise BadInputError("entropy_weight applies to a semi-supervised model (train with --labels)")
         if self.spectral_norm and self.weight_norm:
             raise BadInputError("spectral_norm and weight_norm cannot both be on (each reparametrises the weights)")
         for name in ("recon_weight", "instance_noise", "r1_weight", "recon2_weight", "cycle_weight", "d_noise",
-                     "entropy_weight", "level_dropout"):
+                     "entropy_weight", "level_dropout", "imsat_weight", "vat_eps"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
                 raise BadInputError(f"{name} must be a number >= 0, not {value!r}")
@@ -335,7 +347,8 @@ class ModelConfig:
 # The paper's objective: ALI's game over the whole tuple, nothing else.
 PAPER_OBJECTIVE = {"spectral_norm": False, "instance_noise": 0.0, "r1_weight": 0.0, "unary_scores": False,
                    "recon_weight": 0.0, "recon2_weight": 0.0, "cycle_weight": 0.0, "weight_norm": False,
-                   "d_noise": 0.0, "feature_matching": False, "entropy_weight": 0.0, "level_dropout": 0.0}
+                   "d_noise": 0.0, "feature_matching": False, "entropy_weight": 0.0, "level_dropout": 0.0,
+                   "imsat_weight": 0.0, "vat_eps": 0.0}
 
 # What `halitool train` uses unless told otherwise: the levers that made the mnist model learn on a CPU budget
 # (docs/training.md has the ablation behind each value).

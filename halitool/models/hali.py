@@ -73,6 +73,12 @@ class GaussianHead(nn.Module):
 # The posterior "logvar" of a one-hot coordinate is the log of its Bernoulli variance p(1 - p), floored here.
 _MIN_CLASS_VARIANCE = 1e-8
 
+# The information term of ModelConfig.imsat_weight, as IMSAT weighs it (Hu et al. 2017): 0.1 x (H(y | x) - 4 H(y)).
+IMSAT_INFORMATION_WEIGHT = 0.1
+IMSAT_MARGINAL_WEIGHT = 4.0
+# The norm of the random direction whose KL gradient finds the virtual adversarial one (one power iteration).
+VAT_PROBE_NORM = 0.01
+
 
 def class_log_probabilities(top: Tensor, n_classes: int) -> Tensor:
     """log q(y | .) [n, K] from a class-latent level's values (its first K coordinates: probabilities, or a
@@ -758,6 +764,9 @@ class HALI(nn.Module):
             if k:  # the class the image was drawn from, recovered by q(y | x) (InfoGAN's mutual-information term)
                 out["cycle"] = out["cycle"] + F.nll_loss(class_log_probabilities(z_hat, k), zp[top][:, :k].argmax(1))
             g_loss = g_loss + cfg.cycle_weight * out["cycle"]
+        if cfg.imsat_weight > 0:
+            out["vat"], out["information"] = self.imsat_terms(x)
+            g_loss = g_loss + cfg.imsat_weight * (out["vat"] + IMSAT_INFORMATION_WEIGHT * out["information"])
         if class_labelled is not None:
             out["ce"] = F.nll_loss(class_log_probabilities(self.encode(class_labelled[0])[top], k), class_labelled[1])
             g_loss = g_loss + out["ce"]
@@ -766,6 +775,34 @@ class HALI(nn.Module):
         for name, stat in stats.items():
             out[f"posterior.{name}"] = stat
         return out
+
+
+    def imsat_terms(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The two terms of ``imsat_weight`` on images ``x`` (see :class:`ModelConfig`): the virtual adversarial
+        smoothness KL(q(y | x) || q(y | x + r)), ||r|| = ``vat_eps`` (0 without a radius), and H(y | x) - 4 H(y)
+        with H(y) the entropy of the batch's mean q(y | x). Gradients reach the encoders only through
+        q(y | x + r) and the entropies; the target q(y | x) of the KL is fixed, as in VAT."""
+        k, top, eps = self.config.class_latent, self.level_names[-1], self.config.vat_eps
+
+        def log_q(images: Tensor) -> Tensor:
+            return class_log_probabilities(self.encode(images)[top], k)
+
+        log_p = log_q(x)
+        p = log_p.exp()
+        vat = log_p.new_zeros(())
+        if eps > 0:
+            def unit(v: Tensor) -> Tensor:
+                return v / v.flatten(1).norm(dim=1).clamp(min=1e-12).view(-1, *([1] * (v.dim() - 1)))
+
+            target = p.detach()
+            probe = (VAT_PROBE_NORM * unit(torch.randn_like(x))).requires_grad_(True)
+            kl = F.kl_div(log_q(x + probe), target, reduction="batchmean")
+            direction, = torch.autograd.grad(kl, probe)
+            vat = F.kl_div(log_q(x + eps * unit(direction)), target, reduction="batchmean")
+        marginal = p.mean(dim=0)
+        conditional_entropy = -(p * log_p).sum(dim=1).mean()
+        marginal_entropy = -(marginal * marginal.clamp(min=1e-12).log()).sum()
+        return vat, conditional_entropy - IMSAT_MARGINAL_WEIGHT * marginal_entropy
 
 
 class PixelDecoder(nn.Module):
