@@ -8,6 +8,7 @@ was itself trained with labels is evaluated as it is, for the draw recorded in i
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 import time
 from pathlib import Path
@@ -83,6 +84,9 @@ PROTOCOL = Protocol(
            "classified",),
 )
 
+CLASS_LATENT_CLASSIFIER = ("the class latent's q(y | x) (the top encoder's K-way softmax), the N labelled images "
+                           "taught by cross-entropy during adversarial training")
+
 
 def adversarial(source: str | None, *, n_labels: int, seeds: int, seed_base: int, data: str | None, device: str,
                 epochs: float | None, progress: Progress = SILENT, on_step: Callable[[str, int], None] | None = None,
@@ -132,7 +136,10 @@ def adversarial(source: str | None, *, n_labels: int, seeds: int, seed_base: int
                                            n_levels=n_levels, progress=progress))
             if on_step:
                 on_step(ADVERSARIAL, seed)
-    result = summarise(PROTOCOL, runs, n_labels, time.perf_counter() - start)
+    proto = PROTOCOL
+    if labelled and loaded.config.class_latent:  # the labels taught the class latent, not the discriminator
+        proto = dataclasses.replace(PROTOCOL, classifier=CLASS_LATENT_CLASSIFIER)
+    result = summarise(proto, runs, n_labels, time.perf_counter() - start)
     result.update(source=str(source) if source else None, features="x+" + "+".join(
         loaded.model.level_names if loaded is not None else ("z1", "z2")),
         splits={"train": int(len(ds.indices("train"))), "test": int(len(ds.indices("test")))})

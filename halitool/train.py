@@ -227,7 +227,8 @@ def check_options(opts: TrainOptions) -> None:
         raise UsageError("--class-latent needs --n-levels 2 or more (the top level holds the class)")
     for name in ("imsat_weight", "vat_eps"):
         if opts.objective.get(name) and not opts.class_latent:
-            raise UsageError(f"--{name.replace('_', '-')} acts on the class latent's q(y|x): it needs --class-latent K")
+            raise UsageError(f"--{name.replace('_', '-')} (also in --objective clustering) acts on the class "
+                             "latent's q(y|x): it needs --class-latent K")
     if opts.labels is not None and opts.labels < 1:
         raise UsageError(f"--labels must be at least 1, not {opts.labels}")
     if not 1 <= opts.n_levels <= MAX_LEVELS:

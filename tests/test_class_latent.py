@@ -171,12 +171,18 @@ def _train(mnist_dir, out, *extra):
 
 
 def test_unsupervised_class_latent_trains_clusters_and_samples_one_class(mnist_dir, tmp_path):
-    code, _, stderr = _train(mnist_dir, tmp_path / "run")
+    code, _, stderr = _train(mnist_dir, tmp_path / "run", "--objective", "clustering")
     assert code == 0, stderr
     ckpt = tmp_path / "run" / "model.safetensors"
     loaded = load_checkpoint(ckpt)
     assert loaded.config.class_latent == 10 and loaded.classifier is None and loaded.config.n_classes == 0
     assert "cluster_accuracy" in loaded.metrics["validation"]
+    # The preset: the recommended levers, no higher-level pixel reconstruction, IMSAT on q(y | x).
+    assert (loaded.config.imsat_weight, loaded.config.vat_eps, loaded.config.recon2_weight) == (10.0, 2.0, 0.0)
+    assert loaded.config.spectral_norm and loaded.config.recon_weight == 100.0
+    logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert all(row["vat"] >= 0 and row["information"] < 0 for row in logged if "vat" in row) \
+        and any("vat" in row for row in logged)
     code, stdout, stderr = run_cli(["cluster", str(ckpt), "--data", f"mnist:{mnist_dir}", "--format", "json"])
     assert code == 0, stderr
     result = json.loads(stdout)
@@ -223,7 +229,9 @@ def test_labelled_class_latent_has_a_classifier_section_predict_and_cluster_use(
     code, stdout, stderr = run_cli(["semisup", str(ckpt), "--data", f"mnist:{mnist_dir}", "--protocol", "adversarial",
                                     "--labels", "10", "--seeds", "1", "--seed-base", "0", "--format", "json"])
     assert code == 0, stderr
-    assert json.loads(stdout)["runs"][0]["error"] == pytest.approx(error)
+    semisup = json.loads(stdout)
+    assert semisup["runs"][0]["error"] == pytest.approx(error)
+    assert "q(y | x)" in semisup["classifier"] and "discriminator" not in semisup["classifier"]
 
 
 def test_class_latent_usage_errors(mnist_dir, tmp_path, tiny_checkpoint):
@@ -231,6 +239,9 @@ def test_class_latent_usage_errors(mnist_dir, tmp_path, tiny_checkpoint):
                                "--imsat-weight", "1", "--out", str(tmp_path / "i")])
     assert code == 2 and "--imsat-weight" in stderr and "--class-latent" in stderr
     assert not (tmp_path / "i").exists()
+    code, _, stderr = run_cli(["train", "--data", f"mnist:{mnist_dir}", "--arch", "tiny-mlp", "--steps", "1",
+                               "--objective", "clustering", "--out", str(tmp_path / "j")])
+    assert code == 2 and "--objective clustering" in stderr and not (tmp_path / "j").exists()
     code, _, stderr = _train(mnist_dir, tmp_path / "a", "--n-levels", "1")
     assert code == 2 and "--n-levels 2 or more" in stderr
     code, _, stderr = _train(mnist_dir, tmp_path / "b", "--labels", "10", "--class-latent", "3")

@@ -20,7 +20,7 @@ from halitool.fileio import sha256_file
 REPO = Path(__file__).resolve().parents[1]
 SOURCE_MODELS = REPO / "pretrained"
 # What pretrained/README.md and the CLI's defaults name; the tests also cover any other *.safetensors shipped there.
-NAMED = ("hali-mnist", "hali-mnist-ssl100", "hali-mnist-6level")
+NAMED = ("hali-mnist", "hali-mnist-ssl100", "hali-mnist-6level", "hali-mnist-cluster")
 
 
 def _pyproject() -> dict:

@@ -8,6 +8,7 @@ import torch
 
 from helpers import run_cli
 from halitool.checkpoint import load_checkpoint, resolve_checkpoint
+from halitool.models.config import CLUSTERING_OBJECTIVE
 
 CARD = Path(__file__).resolve().parents[1] / "pretrained" / "README.md"
 
@@ -77,3 +78,20 @@ def test_hali_mnist_6level_has_six_levels_by_the_width_rule_and_matches_its_card
         for level in loaded.model.level_names:
             assert loaded.model.reconstruct(x, level).shape == x.shape
     assert resolve_checkpoint("hali-mnist-6level").stat().st_size < 100_000_000
+
+
+def test_hali_mnist_cluster_has_a_ten_way_class_latent_and_matches_its_card():
+    loaded = load_checkpoint("hali-mnist-cluster")
+    config = loaded.config
+    assert config.class_latent == 10 and config.n_classes == 0 and loaded.classifier is None
+    assert {name: getattr(config, name) for name in CLUSTERING_OBJECTIVE} == CLUSTERING_OBJECTIVE
+    card = CARD.read_text()
+    assert loaded.sha256 in card
+    for leg in loaded.training["legs"]:
+        assert leg["command"] in card
+    loaded.model.eval()
+    with torch.no_grad():
+        p = loaded.model.class_probabilities(torch.rand(4, 1, 28, 28))
+        images = loaded.model.sample(3, classes=torch.tensor([0, 4, 9]))
+    assert p.shape == (4, 10) and torch.allclose(p.sum(dim=1), torch.ones(4))
+    assert images.shape == (3, 1, 28, 28)

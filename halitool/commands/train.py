@@ -40,7 +40,8 @@ from halitool.runtime import command_line
 @click.option("--lr-d", type=float, default=None, help="The discriminator's learning rate [default: --lr].")
 @count_option("--class-latent", 0, "K: the top level becomes (y, style), y a K-way categorical latent "
               "(uniform prior) that the encoders predict; unsupervised it finds K clusters (halitool cluster), "
-              "with --labels the labelled images teach it their class. 0: none.", minimum=0)
+              "with --labels the labelled images teach it their class; --objective clustering is the recipe that "
+              "finds MNIST's classes. 0: none.", minimum=0)
 @count_option("--labels", None,
               "Semi-supervised: N labelled training images (N/classes per class, the draw `halitool semisup` "
               "makes for --label-seed); the discriminator learns K class logits (with --class-latent: the class "
@@ -51,9 +52,11 @@ from halitool.runtime import command_line
 @seed_option("Seed of the labelled draw (with --labels).", name="--label-seed")
 @click.option("--objective", type=click.Choice(sorted(OBJECTIVES)), default=None,
               help="Starting values of the levers below: 'recommended' (what docs/training.md found to learn), "
-                   "'paper' (HALI's purely adversarial game: every lever off) or 'semi-supervised' (the semi-"
-                   "supervised GAN's regularisers, docs/semisup.md) [default: semi-supervised with --labels, else "
-                   "recommended]. A lever given explicitly wins.")
+                   "'paper' (HALI's purely adversarial game: every lever off), 'semi-supervised' (the semi-"
+                   "supervised GAN's regularisers, docs/semisup.md) or 'clustering' (with --class-latent: "
+                   "recommended, no higher-level pixel reconstruction, IMSAT on q(y|x), docs/hierarchy.md) "
+                   "[default: semi-supervised with --labels and no --class-latent, else recommended]. A lever "
+                   "given explicitly wins.")
 @click.option("--spectral-norm/--no-spectral-norm", default=None, help="Spectral normalisation of the discriminator.")
 @click.option("--unary-scores/--no-unary-scores", default=None,
               help="BigBiGAN's unary discriminator scores for x and for each level, beside the joint score.")
