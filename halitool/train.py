@@ -468,18 +468,19 @@ class _Run:
         info = {**self.training, "steps": step, "epochs": step / self.steps_per_epoch,
                 "seconds": round(self.seconds(), 3), "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         section = self.labelled.section if self.labelled else None
-        if opts.keep == "best":
-            score = validation_criterion(evaluation)
-            if self.best is None or score < self.best["criterion"]:
-                self.best = {"step": step, "criterion": score}
-                save_checkpoint(out / MODEL_FILE, self.released, preprocessing=self._preprocessing(),
-                                training={**info, "selected": {"by": "lowest top-level validation MSE", **self.best}},
-                                metrics=metrics, classifier=section)
-        else:
-            save_checkpoint(out / MODEL_FILE, self.released, preprocessing=self._preprocessing(), training=info,
-                            metrics=metrics, classifier=section)
+        score = validation_criterion(evaluation) if opts.keep == "best" else None
+        better = score is not None and (self.best is None or score < self.best["criterion"])
+        if better:
+            self.best = {"step": step, "criterion": score}
+        # The state first: a kill between the two renames then leaves a state to resume from (which reads it
+        # alone), never a checkpoint that --resume refuses for want of one (the first checkpoint of a run).
         save_state(out, step, self.seconds(), _options_json(opts), self.model, self.opt_d, self.opt_g, self.legs,
                    self.best, self.averaged)
+        if opts.keep == "last" or better:
+            if better:
+                info["selected"] = {"by": "lowest top-level validation MSE", **self.best}
+            save_checkpoint(out / MODEL_FILE, self.released, preprocessing=self._preprocessing(), training=info,
+                            metrics=metrics, classifier=section)
         self.last_good = step
         try:
             # Ctrl-C is held back while the figure is drawn: an interrupt inside matplotlib's first import left it

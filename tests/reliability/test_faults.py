@@ -179,6 +179,30 @@ def test_train_killed_at_random_moments_resumes_to_identical_weights(small, tmp_
     assert outcomes["resumed"] > 0, outcomes
 
 
+def test_train_killed_between_its_first_state_and_checkpoint_resumes_exactly(small, tmp_path, monkeypatch):
+    """The first checkpoint writes the state, then the model file: a kill between them must leave a run that
+    --resume continues (a model file without a state would be refused both with and without --resume)."""
+    import halitool.train
+
+    root, mnist, _ = small
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    assert run_cli(["-q", "train", "--data", f"mnist:{mnist}", "--out", str(full), *TRAIN_ARGS])[0] == 0
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # as Ctrl-C right after the state's rename
+
+    with monkeypatch.context() as patch:
+        patch.setattr(halitool.train, "save_checkpoint", killed)
+        code, _, _ = run_cli(["-q", "train", "--data", f"mnist:{mnist}", "--out", str(cut), *TRAIN_ARGS])
+    assert code == 130 and (cut / "state.safetensors").exists() and not (cut / "model.safetensors").exists()
+    code, _, stderr = run_cli(["-q", "train", "--data", f"mnist:{mnist}", "--out", str(cut), *TRAIN_ARGS, "--resume"])
+    assert code == 0, stderr
+    expected, got = load_file(str(full / "model.safetensors")), load_file(str(cut / "model.safetensors"))
+    assert got.keys() == expected.keys()
+    for name in expected:
+        assert torch.equal(got[name], expected[name]), f"{name}: the resumed run differs"
+
+
 @pytest.mark.parametrize("older", ["model.safetensors", "state.json"])
 def test_train_torn_between_checkpoint_and_state_still_resumes_exactly(small, tmp_path, older):
     """A kill between the renames of the state and model files (or of the readable state.json) leaves files of
