@@ -225,7 +225,7 @@ class ModelConfig:
       partitions the data into confident, balanced clusters that small changes of an image do not move.
     - ``vat_eps``: the radius (L2, in [0, 1] pixel units) of the virtual adversarial perturbation (Miyato et
       al. 2018) of that smoothness term: the KL divergence of q(y | x + r) from q(y | x) for the r of this norm
-      that changes q(y | x) most; 0 leaves the information term alone.
+      that changes q(y | x) most; 0 drops that term (the information term stays).
 
     ``n_classes`` K > 0 makes the model semi-supervised: the joint discriminator gives K class logits, and its
     joint score (inference tuple against generative tuple) is their log-sum-exp, the "fake" logit being fixed at 0.

@@ -776,7 +776,6 @@ class HALI(nn.Module):
             out[f"posterior.{name}"] = stat
         return out
 
-
     def imsat_terms(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """The two terms of ``imsat_weight`` on images ``x`` (see :class:`ModelConfig`): the virtual adversarial
         smoothness KL(q(y | x) || q(y | x + r)), ||r|| = ``vat_eps`` (0 without a radius), and H(y | x) - 4 H(y)
