@@ -790,8 +790,8 @@ class HALI(nn.Module):
         p = log_p.exp()
         vat = log_p.new_zeros(())
         if eps > 0:
-            def unit(v: Tensor) -> Tensor:
-                return v / v.flatten(1).norm(dim=1).clamp(min=1e-12).view(-1, *([1] * (v.dim() - 1)))
+            def unit(v: Tensor) -> Tensor:  # each image's perturbation scaled to norm 1
+                return F.normalize(v.flatten(1), dim=1, eps=1e-12).view_as(v)
 
             target = p.detach()
             probe = (VAT_PROBE_NORM * unit(torch.randn_like(x))).requires_grad_(True)
